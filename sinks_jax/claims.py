@@ -1,0 +1,74 @@
+"""Named, checkable claims: `{name, paper_value, measured, threshold, passed}` in metrics.json."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import operator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    name: str
+    paper_value: Any  # the paper's number, or its qualitative statement
+    measured: Any
+    threshold: str  # e.g. ">= 0.8"
+    passed: bool
+
+
+def check(name: str, measured: Any, op: str, bound: Any, paper_value: Any = None) -> Claim:
+    """Compare `measured` with `bound` (op one of >=, <=, >, <, ==). A missing or non-finite
+    measurement fails the claim rather than raising."""
+    measured = to_jsonable(measured)
+    ok = measured is not None and not (isinstance(measured, float) and not math.isfinite(measured))
+    passed = bool(ok and _OPS[op](measured, bound))
+    return Claim(name, paper_value, measured, f"{op} {bound}", passed)
+
+
+def to_jsonable(x: Any) -> Any:
+    """numpy / jax scalars and arrays to plain Python (NaN/inf become None in JSON)."""
+    if isinstance(x, dict):
+        return {str(k): to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [to_jsonable(v) for v in x]
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return to_jsonable(dataclasses.asdict(x))
+    if hasattr(x, "__array__") and not isinstance(x, str | bytes):
+        arr = np.asarray(x)
+        return to_jsonable(arr.tolist()) if arr.ndim else to_jsonable(arr.item())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def format_table(claims: list[Claim]) -> str:
+    """A plain-text claims table for the terminal and the README."""
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    rows = [("claim", "paper", "measured", "threshold", "ok")]
+    rows += [
+        (c.name, fmt(c.paper_value), fmt(c.measured), c.threshold, "PASS" if c.passed else "FAIL")
+        for c in claims
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_metrics(path: Path, payload: dict[str, Any]) -> None:
+    """Write metrics.json atomically (a crash never leaves a half-written file)."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(to_jsonable(payload), indent=2))
+    tmp.replace(path)

@@ -1,0 +1,291 @@
+"""Frozen, validated configuration dataclasses and `--set field=value` overrides.
+
+Every experiment is described by one `ExperimentConfig`; presets are plain instances of it.
+Invalid values raise `ConfigError` naming the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sinks_jax.errors import ConfigError
+
+POSITIONS = ("learned", "sinusoidal", "rope", "none")
+NORMS = ("pre", "post")
+ACTIVATIONS = ("relu", "gelu")
+INITS = ("torch", "gpt2")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULES = ("constant", "cosine")
+
+
+def _require(ok: bool, field: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"invalid config value {field}={value!r}: allowed {allowed}")
+
+
+def _positive(obj: Any, *names: str, prefix: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        _require(value > 0, f"{prefix}.{name}", value, "a positive number")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Decoder-only GPT (see `sinks_jax.model`)."""
+
+    vocab_size: int = 67
+    max_len: int = 64  # number of learned / sinusoidal positions
+    d_model: int = 64
+    n_layers: int = 1
+    n_heads: int = 1
+    d_mlp: int = 256
+    positions: str = "learned"
+    norm: str = "pre"
+    final_norm: bool = True
+    attention: str = "softmax"
+    mlp_activation: str = "relu"
+    tie_embeddings: bool = False
+    use_bias: bool = True
+    init: str = "torch"
+    layers_without_attention: tuple[int, ...] = ()
+    layers_without_mlp: tuple[int, ...] = ()
+    rope_base: float = 10000.0
+
+    def __post_init__(self) -> None:
+        from sinks_jax.attention import ATTENTION_VARIANTS  # local: avoids an import cycle
+
+        _positive(
+            self, "vocab_size", "max_len", "d_model", "n_layers", "n_heads", "d_mlp", prefix="model"
+        )
+        _require(
+            self.d_model % self.n_heads == 0,
+            "model.n_heads",
+            self.n_heads,
+            f"a divisor of model.d_model={self.d_model}",
+        )
+        _require(self.positions in POSITIONS, "model.positions", self.positions, str(POSITIONS))
+        _require(self.norm in NORMS, "model.norm", self.norm, str(NORMS))
+        _require(
+            self.attention in ATTENTION_VARIANTS,
+            "model.attention",
+            self.attention,
+            str(tuple(ATTENTION_VARIANTS)),
+        )
+        _require(
+            self.mlp_activation in ACTIVATIONS,
+            "model.mlp_activation",
+            self.mlp_activation,
+            str(ACTIVATIONS),
+        )
+        _require(self.init in INITS, "model.init", self.init, str(INITS))
+        if self.positions == "rope":
+            _require(
+                (self.d_model // self.n_heads) % 2 == 0,
+                "model.positions",
+                self.positions,
+                "'rope' only with an even head dimension",
+            )
+        for name in ("layers_without_attention", "layers_without_mlp"):
+            for layer in getattr(self, name):
+                _require(
+                    0 <= layer < self.n_layers,
+                    f"model.{name}",
+                    getattr(self, name),
+                    f"layer indices in [0, {self.n_layers})",
+                )
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Bigram-Backcopy task (Guo et al. 2024, §3)."""
+
+    seq_len: int = 64  # T: model input length
+    batch_size: int = 64
+    n_triggers: int = 3
+    table: str = "shakespeare"  # "shakespeare" (shipped file) or "synthetic" (Dirichlet rows)
+    synthetic_vocab: int = 20  # characters in a synthetic table (+ BOS + delimiter)
+    synthetic_concentration: float = 0.3
+    eval_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        _positive(
+            self,
+            "seq_len",
+            "batch_size",
+            "n_triggers",
+            "eval_batch_size",
+            "synthetic_vocab",
+            "synthetic_concentration",
+            prefix="data",
+        )
+        _require(self.seq_len >= 2, "data.seq_len", self.seq_len, "an integer >= 2")
+        _require(
+            self.table in ("shakespeare", "synthetic"),
+            "data.table",
+            self.table,
+            "('shakespeare', 'synthetic')",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """optax optimiser. `adamw` decays every parameter (as torch.optim.AdamW)."""
+
+    name: str = "adamw"
+    lr: float = 1e-3
+    b1: float = 0.9
+    b2: float = 0.99
+    eps: float = 1e-8
+    weight_decay: float = 1e-4
+    momentum: float = 0.9  # sgd only
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    grad_clip: float = 0.0  # global-norm clip; 0 disables
+
+    def __post_init__(self) -> None:
+        _require(self.name in OPTIMIZERS, "optim.name", self.name, str(OPTIMIZERS))
+        _require(self.schedule in SCHEDULES, "optim.schedule", self.schedule, str(SCHEDULES))
+        _positive(self, "lr", "eps", prefix="optim")
+        for name in ("b1", "b2", "momentum"):
+            value = getattr(self, name)
+            _require(0.0 <= value < 1.0, f"optim.{name}", value, "a number in [0, 1)")
+        for name in ("weight_decay", "grad_clip", "warmup_steps"):
+            value = getattr(self, name)
+            _require(value >= 0, f"optim.{name}", value, "a number >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000
+    eval_every: int = 50
+    log_every: int = 10
+    checkpoint_every: int = 250
+    keep_checkpoints: int = 3
+    progress: bool = True
+    devices: int = 0  # data-parallel devices; 0 = all local devices that divide the batch
+
+    def __post_init__(self) -> None:
+        _require(self.steps >= 0, "train.steps", self.steps, "an integer >= 0")
+        _positive(
+            self, "eval_every", "log_every", "checkpoint_every", "keep_checkpoints", prefix="train"
+        )
+        _require(self.devices >= 0, "train.devices", self.devices, "an integer >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    seed: int = 0
+    sink_eps: float = 0.3  # ε of the sink rate (Gu et al. 2024)
+
+    def __post_init__(self) -> None:
+        _require(0.0 < self.sink_eps < 1.0, "sink_eps", self.sink_eps, "a number in (0, 1)")
+        _require(
+            self.model.max_len >= self.data.seq_len,
+            "model.max_len",
+            self.model.max_len,
+            f">= data.seq_len={self.data.seq_len}",
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Serialisation and overrides
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested plain-dict view of a config (tuples become lists), for JSON."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def from_dict(cls: type, data: Mapping[str, Any]) -> Any:
+    """Inverse of `to_dict`: rebuild (and so re-validate) a config dataclass."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for field in dataclasses.fields(cls):
+        if field.name not in data:
+            continue
+        value, hint = data[field.name], hints[field.name]
+        if dataclasses.is_dataclass(hint):
+            value = from_dict(hint, value)
+        elif typing.get_origin(hint) is tuple:
+            value = tuple(value)
+        kwargs[field.name] = value
+    return cls(**kwargs)
+
+
+def field_paths(cls: type = ExperimentConfig, prefix: str = "") -> list[tuple[str, str, Any]]:
+    """(dotted path, type name, default) for every leaf field; used by `--help`."""
+    hints = typing.get_type_hints(cls)
+    rows = []
+    for field in dataclasses.fields(cls):
+        hint = hints[field.name]
+        if dataclasses.is_dataclass(hint):
+            rows += field_paths(hint, f"{prefix}{field.name}.")
+        else:
+            rows.append((prefix + field.name, _type_name(hint), field.default))
+    return rows
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is tuple:
+        return "tuple[int,...]"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _parse_value(path: str, hint: Any, text: str) -> Any:
+    try:
+        if hint is bool:
+            lowered = text.strip().lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return lowered in ("true", "1", "yes")
+        if hint is int:
+            return int(text)
+        if hint is float:
+            return float(text)
+        if typing.get_origin(hint) is tuple or isinstance(hint, types.GenericAlias):
+            stripped = text.strip().strip("()[]")
+            return tuple(int(p) for p in stripped.split(",") if p.strip())
+        return text
+    except ValueError:
+        raise ConfigError(f"cannot parse --set {path}={text!r} as {_type_name(hint)}") from None
+
+
+def apply_overrides(cfg: Any, overrides: Iterable[str]) -> Any:
+    """Apply `field.sub=value` strings (the `--set` flag) to a frozen config."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects field=value, got {item!r} (e.g. model.n_layers=3)")
+        path, text = item.split("=", 1)
+        cfg = _replace_path(cfg, path.strip().split("."), text, path.strip())
+    return cfg
+
+
+def _replace_path(obj: Any, parts: list[str], text: str, full: str) -> Any:
+    names = {f.name for f in dataclasses.fields(obj)}
+    head = parts[0]
+    if head not in names:
+        known = ", ".join(p for p, _, _ in field_paths(type(obj)))
+        raise ConfigError(f"unknown config field {full!r}; known fields: {known}")
+    hint = typing.get_type_hints(type(obj))[head]
+    if len(parts) == 1:
+        if dataclasses.is_dataclass(hint):
+            raise ConfigError(f"{full!r} is a group; set one of its fields, e.g. {full}.<field>")
+        value = _parse_value(full, hint, text)
+    else:
+        if not dataclasses.is_dataclass(hint):
+            raise ConfigError(f"unknown config field {full!r}")
+        value = _replace_path(getattr(obj, head), parts[1:], text, full)
+    return dataclasses.replace(obj, **{head: value})

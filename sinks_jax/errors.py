@@ -1,0 +1,17 @@
+"""Errors that end a run with one clear message (the CLI prints them without a traceback)."""
+
+
+class SinksJaxError(Exception):
+    """Base class: the message names the problem and what to do about it."""
+
+
+class ConfigError(SinksJaxError, ValueError):
+    """An invalid config value, an unknown field or an unknown preset."""
+
+
+class DataError(SinksJaxError):
+    """A missing or malformed data file."""
+
+
+class TrainingDivergedError(SinksJaxError):
+    """The loss became NaN or infinite."""

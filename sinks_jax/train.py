@@ -1,0 +1,325 @@
+"""Training: an explicit state pytree, one jit-compiled donated train step, and a resumable loop.
+
+    state = init_state(cfg, model)                     # TrainState(params, opt_state, step, key)
+    step_fn = make_train_step(graphdef, optimizer)     # (state, batch) -> (state, metrics)
+    result = train(cfg, model_factory, batch_fn, out_dir=..., eval_fn=...)
+
+The loop evaluates at `eval_schedule(...)` steps, appends rows to `metrics.jsonl`, shows a tqdm bar
+(loss, steps/s), saves orbax checkpoints every `train.checkpoint_every` steps (and at the end), and
+stops with `TrainingDivergedError` naming the first non-finite step; the last good checkpoint stays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx, struct
+from tqdm.auto import tqdm
+
+from sinks_jax import sharding
+from sinks_jax.checkpoint import Checkpointer
+from sinks_jax.config import ExperimentConfig, OptimConfig, to_dict
+from sinks_jax.data import Batch
+from sinks_jax.errors import TrainingDivergedError
+
+
+@struct.dataclass
+class TrainState:
+    params: Any  # nnx.State of the model's parameters
+    opt_state: Any
+    step: jax.Array  # int32 scalar: number of updates applied
+    key: jax.Array  # raw uint32 PRNG key data (for stochastic extensions, e.g. dropout)
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimiser
+
+
+def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
+    if cfg.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(
+            0.0, cfg.lr, cfg.warmup_steps, max(total_steps, cfg.warmup_steps + 1)
+        )
+    if cfg.warmup_steps:
+        return optax.join_schedules(
+            [optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps), optax.constant_schedule(cfg.lr)],
+            [cfg.warmup_steps],
+        )
+    return optax.constant_schedule(cfg.lr)
+
+
+def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
+    """adamw: decoupled decay on every parameter (torch.optim.AdamW); adam and sgd: L2 decay added
+    to the gradient (torch.optim.Adam / SGD semantics)."""
+    lr = make_schedule(cfg, total_steps)
+    if cfg.name == "adamw":
+        opt = optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    elif cfg.name == "adam":
+        opt = optax.chain(
+            optax.add_decayed_weights(cfg.weight_decay),
+            optax.adam(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
+        )
+    else:
+        opt = optax.chain(
+            optax.add_decayed_weights(cfg.weight_decay),
+            optax.sgd(lr, momentum=cfg.momentum or None),
+        )
+    if cfg.grad_clip > 0:
+        opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), opt)
+    return opt
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss and step
+
+
+def next_token_loss(model: nnx.Module, batch: Batch) -> jax.Array:
+    """Mean cross-entropy over positions (weighted by `batch.loss_mask` when present)."""
+    logits_BxTxV = model(
+        batch.inputs, segment_ids_BxT=batch.segment_ids, positions_BxT=batch.positions
+    ).logits
+    ce_BxT = optax.softmax_cross_entropy_with_integer_labels(
+        logits_BxTxV.astype(jnp.float32), batch.targets
+    )
+    if batch.loss_mask is None:
+        return ce_BxT.mean()
+    return (ce_BxT * batch.loss_mask).sum() / jnp.maximum(batch.loss_mask.sum(), 1.0)
+
+
+LossFn = Callable[[nnx.Module, Batch], jax.Array]
+
+
+def init_state(
+    model: nnx.Module, optimizer: optax.GradientTransformation, seed: int
+) -> tuple[nnx.GraphDef, TrainState]:
+    graphdef, params = nnx.split(model, nnx.Param)
+    state = TrainState(
+        params=params,
+        opt_state=optimizer.init(params),
+        step=jnp.zeros((), jnp.int32),
+        key=jax.random.key_data(jax.random.key(seed)),
+    )
+    return graphdef, state
+
+
+def make_train_step(
+    graphdef: nnx.GraphDef,
+    optimizer: optax.GradientTransformation,
+    loss_fn: LossFn = next_token_loss,
+):
+    """A pure (state, batch) -> (state, metrics) step; the incoming state buffer is donated."""
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+        def loss_of(params):
+            return loss_fn(nnx.merge(graphdef, params), batch)
+
+        loss, grads = jax.value_and_grad(loss_of)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new_state = state.replace(params=params, opt_state=opt_state, step=state.step + 1)
+        return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+
+    return train_step
+
+
+def eval_schedule(steps: int, every: int, log_points: int = 16) -> list[int]:
+    """0, every multiple of `every`, the last step, plus `log_points` log-spaced early steps."""
+    points = set(range(0, steps + 1, every)) | {steps}
+    if steps > 1:
+        points |= {int(round(x)) for x in np.geomspace(1, steps, log_points)}
+    return sorted(points)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loop
+
+
+@dataclasses.dataclass
+class TrainResult:
+    graphdef: nnx.GraphDef
+    state: TrainState
+    history: list[dict[str, Any]]  # metrics.jsonl rows (train and eval)
+    wall_time_s: float
+    resumed_from: int | None
+
+    def model(self) -> nnx.Module:
+        return nnx.merge(self.graphdef, jax.device_get(self.state.params))
+
+    def evals(self) -> list[dict[str, Any]]:
+        return [r for r in self.history if r["kind"] == "eval"]
+
+
+EvalFn = Callable[[nnx.Module, int], dict[str, Any]]
+
+
+def prepare_out_dir(out_dir: Path, resume: bool) -> None:
+    """Create `out_dir`. A fresh (non-resume) run never deletes a previous run: it is moved to
+    `out_dir/archive/<time>/` first."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if resume:
+        return
+    old = [p for p in out_dir.iterdir() if p.name != "archive"]
+    if not old:
+        return
+    dest = out_dir / "archive" / time.strftime("%Y%m%d-%H%M%S")
+    dest.mkdir(parents=True, exist_ok=True)
+    for p in old:
+        shutil.move(str(p), dest / p.name)
+    print(f"[sinks_jax] previous results in {out_dir} moved to {dest}")
+
+
+def _append_jsonl(path: Path | None, row: dict[str, Any]) -> None:
+    if path is not None:
+        with path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def _first_bad(losses: list[tuple[int, jax.Array]]) -> int | None:
+    if not losses:
+        return None
+    values = np.asarray(jax.device_get(jnp.stack([loss for _, loss in losses])))
+    bad = np.flatnonzero(~np.isfinite(values))
+    return losses[bad[0]][0] if bad.size else None
+
+
+def train(
+    cfg: ExperimentConfig,
+    model_factory: Callable[[nnx.Rngs], nnx.Module],
+    batch_fn: Callable[[int], Batch],
+    *,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    eval_fn: EvalFn | None = None,
+    eval_steps: list[int] | None = None,
+    loss_fn: LossFn = next_token_loss,
+) -> TrainResult:
+    """Train `model_factory(rngs)` on `batch_fn(step)` for `cfg.train.steps` steps.
+
+    `eval_fn(model, step)` runs on the un-donated parameters at `eval_steps` (default
+    `eval_schedule`) and its dict is logged. With `out_dir`, rows go to `metrics.jsonl`, the
+    resolved config to `config.json`, and checkpoints to `checkpoints/`.
+    """
+    tc = cfg.train
+    out = Path(out_dir) if out_dir is not None else None
+    jsonl = None
+    if out is not None:
+        prepare_out_dir(out, resume)
+        (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+        jsonl = out / "metrics.jsonl"
+
+    optimizer = make_optimizer(cfg.optim, tc.steps)
+    graphdef, state = init_state(model_factory(nnx.Rngs(cfg.seed)), optimizer, cfg.seed)
+    mesh = sharding.make_mesh(tc.devices, cfg.data.batch_size)
+    state = sharding.replicate(state, mesh)
+
+    ckpt = (
+        Checkpointer(out / "checkpoints", tc.checkpoint_every, tc.keep_checkpoints)
+        if out is not None
+        else None
+    )
+    history: list[dict[str, Any]] = []
+    resumed_from = None
+    if resume and ckpt is not None and ckpt.latest_step() is not None:
+        state = ckpt.restore(state)
+        resumed_from = int(state.step)
+        if jsonl is not None and jsonl.exists():  # keep the rows up to the restored step
+            rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+            history = [r for r in rows if r["step"] <= resumed_from]
+            jsonl.write_text("".join(json.dumps(r) + "\n" for r in history))
+        print(f"[sinks_jax] resumed from step {resumed_from} ({ckpt.directory})")
+    elif resume:
+        print("[sinks_jax] --resume: no checkpoint found, starting from step 0")
+
+    step_fn = make_train_step(graphdef, optimizer, loss_fn)
+    evals = set(eval_schedule(tc.steps, tc.eval_every) if eval_steps is None else eval_steps)
+    start = int(state.step)
+
+    def run_eval(step: int) -> None:
+        if (
+            eval_fn is None
+            or step not in evals
+            or any(r["kind"] == "eval" and r["step"] == step for r in history)
+        ):
+            return
+        row = {"kind": "eval", "step": step, **eval_fn(nnx.merge(graphdef, state.params), step)}
+        history.append(row)
+        _append_jsonl(jsonl, row)
+
+    pending: list[tuple[int, jax.Array]] = []  # (step, loss) not yet checked for NaN
+    last_good = start
+
+    def check_finite() -> None:
+        nonlocal last_good
+        bad = _first_bad(pending)
+        if bad is not None:
+            kept = ""
+            if ckpt is not None and ckpt.latest_step() is not None:
+                kept = (
+                    f"; the last good checkpoint (step {ckpt.latest_step()}) is kept in "
+                    f"{ckpt.directory}"
+                )
+            raise TrainingDivergedError(
+                f"loss became NaN/inf at step {bad}{kept}. Lower optim.lr, enable optim.grad_clip, "
+                "or resume from the checkpoint with different settings."
+            )
+        if pending:
+            last_good = pending[-1][0]
+        pending.clear()
+
+    t0 = time.perf_counter()
+    interactive = sys.stderr.isatty()  # in logs (CI, nohup) redraw rarely instead of 30 times/s
+    bar = tqdm(
+        total=tc.steps,
+        initial=start,
+        disable=not tc.progress,
+        desc="train",
+        dynamic_ncols=True,
+        mininterval=0.5 if interactive else 30.0,
+    )
+    window_t, window_steps = time.perf_counter(), 0
+    try:
+        run_eval(start)
+        for step in range(start, tc.steps):
+            batch = sharding.shard_batch(batch_fn(step), mesh)
+            state, metrics = step_fn(state, batch)
+            done = step + 1
+            pending.append((done, metrics["loss"]))
+            window_steps += 1
+            bar.update(1)
+            is_ckpt = ckpt is not None and (done % tc.checkpoint_every == 0 or done == tc.steps)
+            if done % tc.log_every == 0 or done in evals or is_ckpt:
+                check_finite()
+                elapsed = time.perf_counter() - window_t
+                row = {
+                    "kind": "train",
+                    "step": done,
+                    "loss": float(metrics["loss"]),
+                    "grad_norm": float(metrics["grad_norm"]),
+                    "steps_per_s": window_steps / max(elapsed, 1e-9),
+                }
+                window_t, window_steps = time.perf_counter(), 0
+                history.append(row)
+                _append_jsonl(jsonl, row)
+                bar.set_postfix(loss=f"{row['loss']:.4f}")
+            run_eval(done)
+            if is_ckpt:
+                ckpt.save(done, state, force=done == tc.steps)
+        check_finite()
+    finally:
+        bar.close()
+        if ckpt is not None:
+            ckpt.close()
+    return TrainResult(graphdef, state, history, time.perf_counter() - t0, resumed_from)

@@ -1,0 +1,50 @@
+"""Masks and attention variants."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sinks_jax.attention import ReluAttention, SoftmaxAttention, causal_mask, document_mask
+
+
+def test_causal_mask():
+    m = np.asarray(causal_mask(4))[0]
+    np.testing.assert_array_equal(m, np.tril(np.ones((4, 4), bool)))
+
+
+def test_document_mask_blocks_other_documents_and_padding():
+    seg = jnp.array([[1, 1, 2, 2, 0]])
+    m = np.asarray(document_mask(seg))[0]
+    assert m[1, 0] and not m[2, 1] and m[3, 2]
+    assert not m[2, 0] and not m[3, 1]
+    assert m[4].tolist() == [False, False, False, False, True]  # padding sees only itself
+
+
+def _logits(key, b=2, h=3, t=6):
+    q = jax.random.normal(key, (b, t, h, 4))
+    k = jax.random.normal(jax.random.fold_in(key, 1), (b, t, h, 4))
+    return q, k
+
+
+def test_softmax_rows_sum_to_one_and_respect_mask():
+    variant = SoftmaxAttention(3, 4, rngs=None)
+    q, k = _logits(jax.random.key(0))
+    mask = jnp.broadcast_to(causal_mask(6), (2, 6, 6))
+    att = np.asarray(variant.weights(variant.logits(q, k), mask))
+    np.testing.assert_allclose(att.sum(-1), 1.0, atol=1e-6)
+    assert np.abs(np.triu(att, 1)).max() == 0.0
+
+
+def test_relu_rows_follow_the_visible_key_rule():
+    """Guo et al.: A[i, j] = ReLU(score[i, j]) / (i + 1) under a causal mask."""
+    variant = ReluAttention(3, 4, rngs=None)
+    q, k = _logits(jax.random.key(1))
+    mask = jnp.broadcast_to(causal_mask(6), (2, 6, 6))
+    logits = variant.logits(q, k)
+    att = np.asarray(variant.weights(logits, mask))
+    expected = np.maximum(np.asarray(logits), 0) * np.tril(np.ones((6, 6)))
+    expected = expected / (np.arange(6) + 1)[:, None]
+    np.testing.assert_allclose(att, expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        np.asarray(logits), np.einsum("bthk,bshk->bhts", q, k) / 2.0, rtol=1e-5
+    )

@@ -1,0 +1,100 @@
+"""The shared command line: --help, bad input ends in one clear message, a short real run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.bigram_backcopy", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+    )
+
+
+def test_help_lists_presets_and_fields():
+    proc = _cli("--help")
+    assert proc.returncode == 0
+    for text in ("--preset", "quick", "paper", "model.n_layers", "--set", "--resume"):
+        assert text in proc.stdout
+
+
+def test_unknown_preset_is_one_clear_error():
+    proc = _cli("--preset", "huge")
+    assert proc.returncode == 2 and "invalid choice: 'huge'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_config_value_is_one_clear_error(tmp_path):
+    proc = _cli("--out", str(tmp_path), "--set", "model.positions=absolute")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "model.positions='absolute'" in proc.stderr and "allowed" in proc.stderr
+    proc = _cli("--out", str(tmp_path), "--set", "model.depth=2")
+    assert proc.returncode == 2 and "unknown config field 'model.depth'" in proc.stderr
+
+
+def test_nan_loss_is_one_clear_error(tmp_path):
+    proc = _cli(
+        "--out",
+        str(tmp_path),
+        "--steps",
+        "30",
+        "--set",
+        "optim.name=sgd",
+        "--set",
+        "optim.lr=1e12",
+        "--set",
+        "train.progress=false",
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "NaN/inf at step" in proc.stderr
+
+
+def test_short_run_writes_metrics_and_figures(tmp_path):
+    proc = _cli(
+        "--out",
+        str(tmp_path),
+        "--steps",
+        "60",
+        "--set",
+        "train.eval_every=30",
+        "--set",
+        "data.eval_batch_size=32",
+        "--set",
+        "train.progress=false",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["config"]["train"]["steps"] == 60
+    assert {"name", "paper_value", "measured", "threshold", "passed"} <= set(metrics["claims"][0])
+    for name in (
+        "dynamics",
+        "attention_no_trigger",
+        "attention_with_trigger",
+        "value_norms",
+        "interventions",
+        "probe",
+    ):
+        assert (tmp_path / f"{name}.png").stat().st_size > 10_000
+    assert (tmp_path / "config.json").exists() and (tmp_path / "metrics.jsonl").exists()
+    # resume continues from the final checkpoint: nothing left to train, same claims
+    proc = _cli(
+        "--out",
+        str(tmp_path),
+        "--steps",
+        "60",
+        "--set",
+        "train.eval_every=30",
+        "--set",
+        "data.eval_batch_size=32",
+        "--set",
+        "train.progress=false",
+        "--resume",
+    )
+    assert proc.returncode == 0 and "resumed from step 60" in proc.stdout

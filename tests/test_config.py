@@ -1,0 +1,52 @@
+"""Config validation, overrides and serialisation."""
+
+import pytest
+
+from sinks_jax.config import (
+    ExperimentConfig,
+    ModelConfig,
+    OptimConfig,
+    apply_overrides,
+    from_dict,
+    to_dict,
+)
+from sinks_jax.errors import ConfigError
+
+
+def test_invalid_values_name_field_value_and_allowed():
+    with pytest.raises(ConfigError, match=r"model.positions='absolute'.*learned"):
+        ModelConfig(positions="absolute")
+    with pytest.raises(ConfigError, match=r"model.n_heads=3.*divisor"):
+        ModelConfig(d_model=64, n_heads=3)
+    with pytest.raises(ConfigError, match=r"optim.lr=-1"):
+        OptimConfig(lr=-1)
+    with pytest.raises(ConfigError, match=r"model.attention='linear'"):
+        ModelConfig(attention="linear")
+
+
+def test_overrides_parse_types_and_revalidate():
+    cfg = apply_overrides(
+        ExperimentConfig(),
+        [
+            "model.n_layers=3",
+            "optim.lr=3e-4",
+            "train.progress=false",
+            "model.layers_without_mlp=0,2",
+            "seed=7",
+        ],
+    )
+    assert cfg.model.n_layers == 3 and cfg.optim.lr == 3e-4 and cfg.train.progress is False
+    assert cfg.model.layers_without_mlp == (0, 2) and cfg.seed == 7
+    with pytest.raises(ConfigError, match="unknown config field 'model.depth'"):
+        apply_overrides(cfg, ["model.depth=2"])
+    with pytest.raises(ConfigError, match="cannot parse"):
+        apply_overrides(cfg, ["model.n_layers=three"])
+    with pytest.raises(ConfigError, match="field=value"):
+        apply_overrides(cfg, ["model.n_layers"])
+    with pytest.raises(ConfigError, match=r"layers_without_mlp"):
+        apply_overrides(cfg, ["model.layers_without_mlp=5"])
+
+
+def test_round_trip():
+    cfg = apply_overrides(ExperimentConfig(), ["model.layers_without_attention=0"])
+    assert from_dict(ExperimentConfig, to_dict(cfg)) == cfg

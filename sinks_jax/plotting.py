@@ -37,10 +37,20 @@ def save(fig: plt.Figure, out_dir: Path, name: str, pdf: bool = False) -> list[s
     return names
 
 
+def token_label(text: str) -> str:
+    """Printable tick label for a character token (space as ␣, newline as \\n)."""
+    return {" ": "␣", "\n": "\\n", "\t": "\\t"}.get(text, text)
+
+
 def attention_grid(
-    att_LxHxTxT: np.ndarray, labels: Sequence[str] | None = None, title: str = "", cell: float = 2.6
+    att_LxHxTxT: np.ndarray,
+    labels: Sequence[str] | None = None,
+    title: str = "",
+    cell: float = 2.6,
+    highlight: Sequence[bool] | None = None,
 ) -> plt.Figure:
-    """Layer × head grid of attention heatmaps (rows: queries, columns: keys)."""
+    """Layer × head grid of attention heatmaps (rows: queries, columns: keys). Tokens flagged in
+    `highlight` (e.g. triggers) get red tick labels."""
     att = np.asarray(att_LxHxTxT)
     n_layers, n_heads, t, _ = att.shape
     fig, axes = plt.subplots(
@@ -52,14 +62,18 @@ def attention_grid(
             im = ax.imshow(att[l, h], cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
             ax.set_title(f"layer {l}, head {h}")
             if labels is not None and t <= 40:
-                shown = [repr(x)[1:-1] if len(x) == 1 else x for x in labels]
+                shown = [token_label(x) for x in labels]
                 ax.set_xticks(range(t), shown, fontsize=5, rotation=90)
                 ax.set_yticks(range(t), shown, fontsize=5)
+                for ticks in (ax.get_xticklabels(), ax.get_yticklabels()):
+                    for tick, flag in zip(ticks, highlight or [False] * t, strict=True):
+                        if flag:
+                            tick.set_color("red")
             ax.set_xlabel("key")
             ax.set_ylabel("query")
     fig.colorbar(im, ax=axes, shrink=0.8, label="attention")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, y=1.0 + 0.06 / n_layers)
     return fig
 
 
@@ -109,7 +123,7 @@ def bars(
         if highlight is not None:
             rects[highlight].set_edgecolor("black")
             rects[highlight].set_linewidth(1.2)
-    shown = [repr(x)[1:-1] if len(x) == 1 else x for x in labels]
+    shown = [token_label(x) for x in labels]
     ax.set_xticks(range(n), shown, fontsize=6 if n > 20 else 8, rotation=90 if n > 12 else 0)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -313,7 +313,7 @@ def train(
                 window_t, window_steps = time.perf_counter(), 0
                 history.append(row)
                 _append_jsonl(jsonl, row)
-                bar.set_postfix(loss=f"{row['loss']:.4f}")
+                bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
             run_eval(done)
             if is_ckpt:
                 ckpt.save(done, state, force=done == tc.steps)

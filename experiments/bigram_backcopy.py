@@ -137,7 +137,17 @@ def run(cfg: ExperimentConfig, ctx: RunContext) -> dict[str, Any]:
         "interventions": interventions,
         "probe": probe,
         "massive_activations": massive,
-        "paper_comparison": paper_comparison(steps, ts, emergence),
+        "sink_rate": metrics.sink_rate(
+            [row["sink_score_first"] for row in final["layers"]], cfg.sink_eps
+        ),
+        "tables": {
+            "Paper comparison (paper values are at paper scale)": paper_comparison(
+                steps, ts, emergence
+            ),
+            "Interventions (cross-entropy, nats)": [
+                {"model": name, **ces} for name, ces in interventions.items()
+            ],
+        },
         "train": {
             "wall_time_s": result.wall_time_s,
             "resumed_from": result.resumed_from,

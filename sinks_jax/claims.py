@@ -48,23 +48,41 @@ def to_jsonable(x: Any) -> Any:
     return x
 
 
-def format_table(claims: list[Claim]) -> str:
-    """A plain-text claims table for the terminal and the README."""
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "—" if v is None else str(v)
 
-    def fmt(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return str(v)
 
-    rows = [("claim", "paper", "measured", "threshold", "ok")]
-    rows += [
-        (c.name, fmt(c.paper_value), fmt(c.measured), c.threshold, "PASS" if c.passed else "FAIL")
-        for c in claims
-    ]
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
+def text_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
+    """Rows of dicts (same keys) as an aligned plain-text or markdown table."""
+    if not rows:
+        return ""
+    header = list(rows[0])
+    cells = [header] + [[_cell(r.get(k)) for k in header] for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(c) + " |" for c in cells]
+        lines.insert(1, "|" + "---|" * len(header))
+        return "\n".join(lines)
+    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
+    lines = ["  ".join(x.ljust(w) for x, w in zip(c, widths, strict=True)) for c in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def format_table(claims: list[Claim], markdown: bool = False) -> str:
+    """The claims table for the terminal (or markdown)."""
+    rows = [
+        {
+            "claim": c.name,
+            "paper": c.paper_value,
+            "measured": c.measured,
+            "threshold": c.threshold,
+            "ok": "PASS" if c.passed else "FAIL",
+        }
+        for c in claims
+    ]
+    return text_table(rows, markdown)
 
 
 def write_metrics(path: Path, payload: dict[str, Any]) -> None:

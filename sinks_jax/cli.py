@@ -4,9 +4,10 @@
                                  [--resume] [--set field=value ...] [--pdf]
 
 A module defines `EXPERIMENT = Experiment(name, description, presets, run)` and calls
-`main(EXPERIMENT)`. `run(cfg, ctx)` returns a dict (at least `claims`); `main` adds the resolved
-config and timings, writes `metrics.json`, prints the claims table and exits 0 whatever the
-claims say. Bad input (`SinksJaxError`, a missing file) ends in one message and exit code 2.
+`main(EXPERIMENT)`. `run(cfg, ctx)` returns a dict with `claims` and optionally `tables`
+({title: rows}); `main` adds the resolved config and timings, writes `metrics.json` and
+`report.md`, prints the tables and the claims, and exits 0 whatever the claims say. Bad input
+(`SinksJaxError`, a missing file) ends in one message and exit code 2.
 """
 
 from __future__ import annotations
@@ -153,6 +154,11 @@ def main(exp: Experiment, argv: list[str] | None = None) -> int:
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     claims_lib.write_metrics(out_dir / "metrics.json", metrics)
+    report = [f"## Claims\n\n{claims_lib.format_table(claims, markdown=True)}"]
+    for title, rows in payload.get("tables", {}).items():
+        print(f"{title}\n{claims_lib.text_table(rows)}\n")
+        report.append(f"## {title}\n\n{claims_lib.text_table(rows, markdown=True)}")
+    (out_dir / "report.md").write_text(f"# {exp.name} [{args.preset}]\n\n" + "\n\n".join(report))
     print(claims_lib.format_table(claims))
     n_pass = sum(c.passed for c in claims)
     print(

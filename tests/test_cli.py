@@ -98,3 +98,10 @@ def test_short_run_writes_metrics_and_figures(tmp_path):
         "--resume",
     )
     assert proc.returncode == 0 and "resumed from step 60" in proc.stdout
+
+
+def test_benchmark_runs():
+    from benchmarks.train_step import run
+
+    result = run("quick", repeats=1)
+    assert result["train_step_s"] > 0 and result["ratio_capture_all_over_no_capture"] > 0

@@ -263,7 +263,7 @@ class GPT(nnx.Module):
         chex.assert_rank(tokens_BxT, 2)
         chex.assert_type(tokens_BxT, int)
         b, t = tokens_BxT.shape
-        if t > self.cfg.max_len and self.cfg.positions in ("learned",):
+        if t > self.cfg.max_len and self.cfg.positions == "learned":
             raise ValueError(f"sequence length {t} exceeds model.max_len={self.cfg.max_len}")
         if positions_BxT is None:
             positions_BxT = jnp.broadcast_to(jnp.arange(t), (b, t))

@@ -259,10 +259,8 @@ def train(
         _append_jsonl(jsonl, row)
 
     pending: list[tuple[int, jax.Array]] = []  # (step, loss) not yet checked for NaN
-    last_good = start
 
     def check_finite() -> None:
-        nonlocal last_good
         bad = _first_bad(pending)
         if bad is not None:
             kept = ""
@@ -275,8 +273,6 @@ def train(
                 f"loss became NaN/inf at step {bad}{kept}. Lower optim.lr, enable optim.grad_clip, "
                 "or resume from the checkpoint with different settings."
             )
-        if pending:
-            last_good = pending[-1][0]
         pending.clear()
 
     t0 = time.perf_counter()

@@ -56,47 +56,38 @@ def test_nan_loss_is_one_clear_error(tmp_path):
     assert "NaN/inf at step" in proc.stderr
 
 
-def test_short_run_writes_metrics_and_figures(tmp_path):
-    proc = _cli(
-        "--out",
-        str(tmp_path),
-        "--steps",
-        "60",
-        "--set",
-        "train.eval_every=30",
-        "--set",
-        "data.eval_batch_size=32",
-        "--set",
-        "train.progress=false",
-    )
+SHORT_RUN = (
+    "--steps",
+    "60",
+    "--set",
+    "train.eval_every=30",
+    "--set",
+    "data.eval_batch_size=32",
+    "--set",
+    "train.progress=false",
+)
+
+
+def test_short_run_writes_metrics_figures_and_resumes(tmp_path):
+    proc = _cli("--out", str(tmp_path), *SHORT_RUN)
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["config"]["train"]["steps"] == 60
     assert {"name", "paper_value", "measured", "threshold", "passed"} <= set(metrics["claims"][0])
-    for name in (
+    figures = (
         "dynamics",
         "attention_no_trigger",
         "attention_with_trigger",
         "value_norms",
         "interventions",
         "probe",
-    ):
-        assert (tmp_path / f"{name}.png").stat().st_size > 10_000
-    assert (tmp_path / "config.json").exists() and (tmp_path / "metrics.jsonl").exists()
-    # resume continues from the final checkpoint: nothing left to train, same claims
-    proc = _cli(
-        "--out",
-        str(tmp_path),
-        "--steps",
-        "60",
-        "--set",
-        "train.eval_every=30",
-        "--set",
-        "data.eval_batch_size=32",
-        "--set",
-        "train.progress=false",
-        "--resume",
     )
+    for name in figures:
+        assert (tmp_path / f"{name}.png").stat().st_size > 10_000
+    for name in ("config.json", "metrics.jsonl", "report.md"):
+        assert (tmp_path / name).exists()
+    # resume continues from the final checkpoint: nothing left to train
+    proc = _cli("--out", str(tmp_path), *SHORT_RUN, "--resume")
     assert proc.returncode == 0 and "resumed from step 60" in proc.stdout
 
 

@@ -259,7 +259,10 @@ class GPT(nnx.Module):
         positions_BxT: jax.Array | None = None,
         capture: Capture = Capture(),
         interventions: Interventions = Interventions(),
+        token_embeddings_BxTxD: jax.Array | None = None,
     ) -> ModelOutput:
+        """`token_embeddings_BxTxD`, when given, replaces the token-embedding lookup (positions
+        are still added): it lets analyses differentiate with respect to the input tokens."""
         chex.assert_rank(tokens_BxT, 2)
         chex.assert_type(tokens_BxT, int)
         b, t = tokens_BxT.shape
@@ -274,7 +277,11 @@ class GPT(nnx.Module):
             mask_BxTxT = document_mask(segment_ids_BxT)
         mask_BxTxT = jnp.broadcast_to(mask_BxTxT, (b, t, t))
 
-        x_BxTxD = self.token_embed(tokens_BxT)
+        if token_embeddings_BxTxD is None:
+            x_BxTxD = self.token_embed(tokens_BxT)
+        else:
+            chex.assert_shape(token_embeddings_BxTxD, (b, t, self.cfg.d_model))
+            x_BxTxD = token_embeddings_BxTxD
         if self.cfg.positions == "learned":
             x_BxTxD = x_BxTxD + self.pos_embed(positions_BxT)
         elif self.cfg.positions == "sinusoidal":

@@ -145,6 +145,9 @@ def _strictly_increasing(v) -> bool:
 
 
 def _spearman(x, y) -> float:
+    """Spearman rank correlation; NaN when either input is constant (ties carry no order)."""
+    if np.ptp(np.asarray(x)) == 0 or np.ptp(np.asarray(y)) == 0:
+        return float("nan")
     rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
     return float(np.corrcoef(rx, ry)[0, 1])
 

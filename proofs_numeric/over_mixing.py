@@ -59,13 +59,13 @@ class OverMixingConfig:
     bound_instances: int = 1000
 
     def __post_init__(self) -> None:
-        from sinks_jax.config import _require
+        from sinks_jax.config import require
 
-        _require(
+        require(
             self.w_v in ("identity", "orthogonal"), "w_v", self.w_v, "('identity', 'orthogonal')"
         )
-        _require(self.seeds > 0 and self.context_seeds > 0, "seeds", self.seeds, "> 0")
-        _require(
+        require(self.seeds > 0 and self.context_seeds > 0, "seeds", self.seeds, "> 0")
+        require(
             max(self.bisect_depths) <= self.max_depth,
             "bisect_depths",
             self.bisect_depths,

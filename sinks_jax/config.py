@@ -23,7 +23,7 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("constant", "cosine")
 
 
-def _require(ok: bool, field: str, value: Any, allowed: str) -> None:
+def require(ok: bool, field: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigError(f"invalid config value {field}={value!r}: allowed {allowed}")
 
@@ -31,7 +31,7 @@ def _require(ok: bool, field: str, value: Any, allowed: str) -> None:
 def _positive(obj: Any, *names: str, prefix: str) -> None:
     for name in names:
         value = getattr(obj, name)
-        _require(value > 0, f"{prefix}.{name}", value, "a positive number")
+        require(value > 0, f"{prefix}.{name}", value, "a positive number")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,29 +62,29 @@ class ModelConfig:
         _positive(
             self, "vocab_size", "max_len", "d_model", "n_layers", "n_heads", "d_mlp", prefix="model"
         )
-        _require(
+        require(
             self.d_model % self.n_heads == 0,
             "model.n_heads",
             self.n_heads,
             f"a divisor of model.d_model={self.d_model}",
         )
-        _require(self.positions in POSITIONS, "model.positions", self.positions, str(POSITIONS))
-        _require(self.norm in NORMS, "model.norm", self.norm, str(NORMS))
-        _require(
+        require(self.positions in POSITIONS, "model.positions", self.positions, str(POSITIONS))
+        require(self.norm in NORMS, "model.norm", self.norm, str(NORMS))
+        require(
             self.attention in ATTENTION_VARIANTS,
             "model.attention",
             self.attention,
             str(tuple(ATTENTION_VARIANTS)),
         )
-        _require(
+        require(
             self.mlp_activation in ACTIVATIONS,
             "model.mlp_activation",
             self.mlp_activation,
             str(ACTIVATIONS),
         )
-        _require(self.init in INITS, "model.init", self.init, str(INITS))
+        require(self.init in INITS, "model.init", self.init, str(INITS))
         if self.positions == "rope":
-            _require(
+            require(
                 (self.d_model // self.n_heads) % 2 == 0,
                 "model.positions",
                 self.positions,
@@ -92,7 +92,7 @@ class ModelConfig:
             )
         for name in ("layers_without_attention", "layers_without_mlp"):
             for layer in getattr(self, name):
-                _require(
+                require(
                     0 <= layer < self.n_layers,
                     f"model.{name}",
                     getattr(self, name),
@@ -127,8 +127,8 @@ class DataConfig:
             "synthetic_concentration",
             prefix="data",
         )
-        _require(self.seq_len >= 2, "data.seq_len", self.seq_len, "an integer >= 2")
-        _require(
+        require(self.seq_len >= 2, "data.seq_len", self.seq_len, "an integer >= 2")
+        require(
             self.table in ("shakespeare", "synthetic"),
             "data.table",
             self.table,
@@ -152,15 +152,15 @@ class OptimConfig:
     grad_clip: float = 0.0  # global-norm clip; 0 disables
 
     def __post_init__(self) -> None:
-        _require(self.name in OPTIMIZERS, "optim.name", self.name, str(OPTIMIZERS))
-        _require(self.schedule in SCHEDULES, "optim.schedule", self.schedule, str(SCHEDULES))
+        require(self.name in OPTIMIZERS, "optim.name", self.name, str(OPTIMIZERS))
+        require(self.schedule in SCHEDULES, "optim.schedule", self.schedule, str(SCHEDULES))
         _positive(self, "lr", "eps", prefix="optim")
         for name in ("b1", "b2", "momentum"):
             value = getattr(self, name)
-            _require(0.0 <= value < 1.0, f"optim.{name}", value, "a number in [0, 1)")
+            require(0.0 <= value < 1.0, f"optim.{name}", value, "a number in [0, 1)")
         for name in ("weight_decay", "grad_clip", "warmup_steps"):
             value = getattr(self, name)
-            _require(value >= 0, f"optim.{name}", value, "a number >= 0")
+            require(value >= 0, f"optim.{name}", value, "a number >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,11 +174,11 @@ class TrainConfig:
     devices: int = 0  # data-parallel devices; 0 = all local devices that divide the batch
 
     def __post_init__(self) -> None:
-        _require(self.steps >= 0, "train.steps", self.steps, "an integer >= 0")
+        require(self.steps >= 0, "train.steps", self.steps, "an integer >= 0")
         _positive(
             self, "eval_every", "log_every", "checkpoint_every", "keep_checkpoints", prefix="train"
         )
-        _require(self.devices >= 0, "train.devices", self.devices, "an integer >= 0")
+        require(self.devices >= 0, "train.devices", self.devices, "an integer >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,8 +191,8 @@ class ExperimentConfig:
     sink_eps: float = 0.3  # ε of the sink rate (Gu et al. 2024)
 
     def __post_init__(self) -> None:
-        _require(0.0 < self.sink_eps < 1.0, "sink_eps", self.sink_eps, "a number in (0, 1)")
-        _require(
+        require(0.0 < self.sink_eps < 1.0, "sink_eps", self.sink_eps, "a number in (0, 1)")
+        require(
             self.model.max_len >= self.data.seq_len,
             "model.max_len",
             self.model.max_len,

@@ -34,6 +34,7 @@ from proofs_numeric.mixing_toy import NO_SINK, REGULAR, Sink
 from sinks_jax import plotting
 from sinks_jax.claims import check
 from sinks_jax.cli import Experiment, RunContext, main
+from sinks_jax.config import require
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,8 +60,6 @@ class OverMixingConfig:
     bound_instances: int = 1000
 
     def __post_init__(self) -> None:
-        from sinks_jax.config import require
-
         require(
             self.w_v in ("identity", "orthogonal"), "w_v", self.w_v, "('identity', 'orthogonal')"
         )
@@ -215,7 +214,7 @@ def context_length(cfg: OverMixingConfig) -> dict[str, Any]:
     for depth in (1, 4):
         per_n = {n: _instances(cfg, n, depth, cfg.context_seeds) for n in cfg.context_ns}
 
-        def mean_m(n, b, depth=depth, per_n=per_n):
+        def mean_m(n, b, per_n=per_n):
             return float(
                 np.mean(
                     [

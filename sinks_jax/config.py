@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import types
 import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -240,7 +239,7 @@ def field_paths(cls: type = ExperimentConfig, prefix: str = "") -> list[tuple[st
 
 def _type_name(hint: Any) -> str:
     if typing.get_origin(hint) is tuple:
-        return "tuple[int,...]"
+        return f"tuple[{_type_name(typing.get_args(hint)[0])},...]"
     return getattr(hint, "__name__", str(hint))
 
 
@@ -251,13 +250,12 @@ def _parse_value(path: str, hint: Any, text: str) -> Any:
             if lowered not in ("true", "false", "1", "0", "yes", "no"):
                 raise ValueError
             return lowered in ("true", "1", "yes")
-        if hint is int:
-            return int(text)
-        if hint is float:
-            return float(text)
-        if typing.get_origin(hint) is tuple or isinstance(hint, types.GenericAlias):
+        if hint in (int, float):
+            return hint(text)
+        if typing.get_origin(hint) is tuple:  # tuple[T, ...]: parse each element as T
+            element = typing.get_args(hint)[0]
             stripped = text.strip().strip("()[]")
-            return tuple(int(p) for p in stripped.split(",") if p.strip())
+            return tuple(element(p) for p in stripped.split(",") if p.strip())
         return text
     except ValueError:
         raise ConfigError(f"cannot parse --set {path}={text!r} as {_type_name(hint)}") from None

@@ -47,6 +47,15 @@ def test_overrides_parse_types_and_revalidate():
         apply_overrides(cfg, ["model.layers_without_mlp=5"])
 
 
+def test_tuple_overrides_use_the_element_type():
+    from proofs_numeric.over_mixing import OverMixingConfig
+
+    cfg = apply_overrides(OverMixingConfig(), ["a_values=0,0.5,0.9", "bisect_depths=(8,16)"])
+    assert cfg.a_values == (0.0, 0.5, 0.9) and cfg.bisect_depths == (8, 16)
+    with pytest.raises(ConfigError, match=r"as tuple\[int,...\]"):
+        apply_overrides(cfg, ["bisect_depths=8.5"])
+
+
 def test_round_trip():
     cfg = apply_overrides(ExperimentConfig(), ["model.layers_without_attention=0"])
     assert from_dict(ExperimentConfig, to_dict(cfg)) == cfg

@@ -11,7 +11,14 @@ from typing import Any
 
 import numpy as np
 
-_OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
+_OPS = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
+    "==": operator.eq,
+    "in": lambda x, interval: interval[0] <= x <= interval[1],  # closed interval (lo, hi)
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,12 +31,15 @@ class Claim:
 
 
 def check(name: str, measured: Any, op: str, bound: Any, paper_value: Any = None) -> Claim:
-    """Compare `measured` with `bound` (op one of >=, <=, >, <, ==). A missing or non-finite
-    measurement fails the claim rather than raising."""
+    """Compare `measured` with `bound` (op one of >=, <=, >, <, ==, or `in` with a (lo, hi)
+    closed interval). A missing or non-finite measurement fails the claim rather than raising."""
+    if op not in _OPS:
+        raise ValueError(f"unknown claim operator {op!r}; use one of {sorted(_OPS)}")
     measured = to_jsonable(measured)
     ok = measured is not None and not (isinstance(measured, float) and not math.isfinite(measured))
     passed = bool(ok and _OPS[op](measured, bound))
-    return Claim(name, paper_value, measured, f"{op} {bound}", passed)
+    threshold = f"in [{bound[0]}, {bound[1]}]" if op == "in" else f"{op} {bound}"
+    return Claim(name, paper_value, measured, threshold, passed)
 
 
 def to_jsonable(x: Any) -> Any:

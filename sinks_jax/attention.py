@@ -66,6 +66,17 @@ class ReluAttention(AttentionVariant):
         return relu / jnp.maximum(visible[:, None], 1.0)
 
 
+@register_attention("sigmoid")
+class SigmoidAttention(AttentionVariant):
+    """Ramapuram et al. 2024 (arXiv 2409.04431): A[i, j] = sigmoid(score[i, j] − ln n_i), with
+    n_i the number of keys visible to i, so that rows start near sum 1 but need not sum to 1."""
+
+    def weights(self, logits_BxHxTxS, mask_BxTxS):
+        visible = mask_BxTxS.sum(-1, keepdims=True).astype(jnp.float32)  # [B, T, 1]
+        bias = -jnp.log(jnp.maximum(visible, 1.0))[:, None]
+        return jnp.where(mask_BxTxS[:, None], jax.nn.sigmoid(logits_BxHxTxS + bias), 0.0)
+
+
 # ---------------------------------------------------------------------------------------------
 # Masks (True = key visible to query)
 

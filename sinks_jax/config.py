@@ -15,7 +15,7 @@ from typing import Any
 from sinks_jax.errors import ConfigError
 
 POSITIONS = ("learned", "sinusoidal", "rope", "none")
-NORMS = ("pre", "post")
+NORMS = ("pre", "post", "none")  # "none": no LayerNorm in the blocks
 ACTIVATIONS = ("relu", "gelu")
 INITS = ("torch", "gpt2")
 OPTIMIZERS = ("adamw", "adam", "sgd")

@@ -206,13 +206,14 @@ class Block(nnx.Module):
         has_mlp = layer not in cfg.layers_without_mlp
         self.attn = MultiHeadAttention(cfg, rngs=rngs) if has_attn else None
         self.mlp = MLP(cfg, rngs=rngs) if has_mlp else None
-        self.ln_attn = _layer_norm(cfg, rngs) if has_attn else None
-        self.ln_mlp = _layer_norm(cfg, rngs) if has_mlp else None
+        use_ln = cfg.norm != "none"
+        self.ln_attn = _layer_norm(cfg, rngs) if has_attn and use_ln else None
+        self.ln_mlp = _layer_norm(cfg, rngs) if has_mlp and use_ln else None
 
     def __call__(
         self, x_BxTxD, mask_BxTxT, positions_BxT, capture: Capture, interventions: Interventions
     ) -> tuple[jax.Array, LayerObservables]:
-        pre = self.cfg.norm == "pre"
+        pre, post = self.cfg.norm == "pre", self.cfg.norm == "post"
         obs = LayerObservables()
         attn_out = jnp.zeros_like(x_BxTxD)
         if self.attn is not None:
@@ -223,7 +224,7 @@ class Block(nnx.Module):
             if self.layer in interventions.zero_attention:
                 attn_out = jnp.zeros_like(attn_out)
             x_BxTxD = x_BxTxD + attn_out
-            if not pre:
+            if post:
                 x_BxTxD = self.ln_attn(x_BxTxD)
         mlp_out = jnp.zeros_like(x_BxTxD)
         if self.mlp is not None:
@@ -231,7 +232,7 @@ class Block(nnx.Module):
             if self.layer in interventions.zero_mlp:
                 mlp_out = jnp.zeros_like(mlp_out)
             x_BxTxD = x_BxTxD + mlp_out
-            if not pre:
+            if post:
                 x_BxTxD = self.ln_mlp(x_BxTxD)
         if capture.blocks:
             obs = obs.replace(attn_out=attn_out, mlp_out=mlp_out)
@@ -241,7 +242,8 @@ class Block(nnx.Module):
 
 
 class GPT(nnx.Module):
-    """Decoder-only transformer (pre-LN by default; post-LN with `norm='post'`)."""
+    """Decoder-only transformer (pre-LN by default; post-LN with `norm='post'`, none with
+    `norm='none'`)."""
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
@@ -303,6 +305,52 @@ class GPT(nnx.Module):
             return ModelOutput(logits=logits_BxTxV)
         return ModelOutput(
             logits=logits_BxTxV,
+            layers=tuple(layers),
+            embeddings=embeddings if capture.residual else None,
+        )
+
+
+class VectorTransformer(nnx.Module):
+    """The same blocks on continuous inputs: features [B,T,F] → linear embedding → blocks →
+    linear readout [B,T,d_out] (for regression tasks such as catch-tag-release averaging).
+    `cfg.vocab_size`, `tie_embeddings` and learned positions are not used; positions may be
+    `sinusoidal`, `rope` or `none`."""
+
+    def __init__(self, cfg: ModelConfig, n_features: int, d_out: int, *, rngs: nnx.Rngs):
+        if cfg.positions == "learned":
+            raise ValueError("VectorTransformer: use positions 'none', 'sinusoidal' or 'rope'")
+        self.cfg = cfg
+        self.embed = _dense(cfg, n_features, cfg.d_model, rngs)
+        self.blocks = nnx.List([Block(cfg, i, rngs=rngs) for i in range(cfg.n_layers)])
+        self.ln_final = _layer_norm(cfg, rngs) if cfg.final_norm else None
+        self.readout = _dense(cfg, cfg.d_model, d_out, rngs)
+
+    def __call__(
+        self,
+        features_BxTxF: jax.Array,
+        *,
+        capture: Capture = Capture(),
+        interventions: Interventions = Interventions(),
+    ) -> ModelOutput:
+        chex.assert_rank(features_BxTxF, 3)
+        b, t, _ = features_BxTxF.shape
+        positions_BxT = jnp.broadcast_to(jnp.arange(t), (b, t))
+        mask_BxTxT = jnp.broadcast_to(causal_mask(t), (b, t, t))
+        x_BxTxD = self.embed(features_BxTxF)
+        if self.cfg.positions == "sinusoidal":
+            x_BxTxD = x_BxTxD + sinusoidal_positions(positions_BxT, self.cfg.d_model)
+        embeddings = x_BxTxD
+        layers = []
+        for block in self.blocks:
+            x_BxTxD, obs = block(x_BxTxD, mask_BxTxT, positions_BxT, capture, interventions)
+            layers.append(obs)
+        if self.ln_final is not None:
+            x_BxTxD = self.ln_final(x_BxTxD)
+        out_BxTxO = self.readout(x_BxTxD)
+        if not capture.any:
+            return ModelOutput(logits=out_BxTxO)
+        return ModelOutput(
+            logits=out_BxTxO,
             layers=tuple(layers),
             embeddings=embeddings if capture.residual else None,
         )

@@ -1,10 +1,18 @@
 """Masks and attention variants."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sinks_jax.attention import ReluAttention, SoftmaxAttention, causal_mask, document_mask
+from sinks_jax.attention import (
+    ReluAttention,
+    SigmoidAttention,
+    SoftmaxAttention,
+    causal_mask,
+    document_mask,
+)
 
 
 def test_causal_mask():
@@ -48,3 +56,28 @@ def test_relu_rows_follow_the_visible_key_rule():
     np.testing.assert_allclose(
         np.asarray(logits), np.einsum("bthk,bshk->bhts", q, k) / 2.0, rtol=1e-5
     )
+
+
+def test_sigmoid_follows_the_length_bias_rule():
+    """Ramapuram et al. 2024: A[i, j] = sigmoid(score[i, j] − ln(i + 1)) under a causal mask."""
+    variant = SigmoidAttention(3, 4, rngs=None)
+    q, k = _logits(jax.random.key(2))
+    mask = jnp.broadcast_to(causal_mask(6), (2, 6, 6))
+    logits = np.asarray(variant.logits(q, k))
+    att = np.asarray(variant.weights(jnp.asarray(logits), mask))
+    expected = 1 / (1 + np.exp(-(logits - np.log(np.arange(6) + 1)[:, None])))
+    np.testing.assert_allclose(att, expected * np.tril(np.ones((6, 6))), rtol=1e-5, atol=1e-7)
+
+
+def test_norm_none_model_has_no_layer_norm():
+    from flax import nnx
+
+    from sinks_jax.config import ModelConfig
+    from sinks_jax.model import GPT
+
+    cfg = ModelConfig(vocab_size=5, d_model=8, d_mlp=16, n_layers=2, n_heads=2, max_len=8)
+    model = GPT(dataclasses.replace(cfg, norm="none", final_norm=False), rngs=nnx.Rngs(0))
+    names = {type(m).__name__ for _, m in nnx.iter_graph(model)}
+    assert "LayerNorm" not in names
+    out = model(jnp.zeros((1, 4), jnp.int32))
+    assert out.logits.shape == (1, 4, 5)

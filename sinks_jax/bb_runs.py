@@ -1,0 +1,63 @@
+"""Train a GPT on Bigram-Backcopy with the full BB analysis as its eval (Guo et al. 2024, §3),
+and read per-layer, per-head time series back out of the eval rows. Shared by the experiments
+that train several BB models (residual peaks, optimizer mitigations, ablations)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from flax import nnx
+
+from sinks_jax import analysis
+from sinks_jax.config import ExperimentConfig
+from sinks_jax.data import BigramBackcopyTask, batch_for_step, eval_batch, make_task
+from sinks_jax.model import GPT
+from sinks_jax.train import TrainResult, train
+
+
+@dataclasses.dataclass(frozen=True)
+class BBRun:
+    """A trained BB model, its task and eval set, and the eval rows over training."""
+
+    cfg: ExperimentConfig
+    task: BigramBackcopyTask
+    evalset: analysis.BBEvalSet
+    result: TrainResult
+
+    @property
+    def evals(self) -> list[dict[str, Any]]:
+        return self.result.evals()
+
+    @property
+    def steps(self) -> list[int]:
+        return [row["step"] for row in self.evals]
+
+    def model(self) -> nnx.Module:
+        return self.result.model()
+
+    def series(self, key: str, layer: int, head: int | None = None) -> list[float]:
+        """`key` of `layer` at every eval step; per-head keys need `head`."""
+        rows = [row["layers"][layer][key] for row in self.evals]
+        return rows if head is None else [r[head] for r in rows]
+
+    def final(self, key: str, layer: int, head: int | None = None) -> float:
+        return self.series(key, layer, head)[-1]
+
+
+def train_bb(cfg: ExperimentConfig, out_dir: Path | None, resume: bool = False) -> BBRun:
+    """Train `GPT(cfg.model)` on the BB task of `cfg.data`; evaluate with `analysis.analyse`."""
+    task = make_task(cfg.data, cfg.seed)
+    evalset = analysis.BBEvalSet.build(
+        task, eval_batch(task, cfg.seed, cfg.data.eval_batch_size, cfg.data.seq_len)
+    )
+    result = train(
+        cfg,
+        lambda rngs: GPT(cfg.model, rngs=rngs),
+        lambda step: batch_for_step(task, cfg.seed, step, cfg.data.batch_size, cfg.data.seq_len),
+        out_dir=out_dir,
+        resume=resume,
+        eval_fn=lambda model, step: analysis.analyse(model, evalset),
+    )
+    return BBRun(cfg, task, evalset, result)

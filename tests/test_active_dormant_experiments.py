@@ -1,0 +1,86 @@
+"""Issue-5 experiment modules at small scale: configs, data, and the mechanism a short run shows."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from experiments import optimizer_mitigations as om
+from experiments import residual_peak as rp
+from experiments import two_domain_heads as td
+from sinks_jax.cli import RunContext
+from sinks_jax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+from sinks_jax.data import make_task
+from sinks_jax.errors import ConfigError
+from sinks_jax.model import GPT
+
+TINY_MODEL = ModelConfig(d_model=32, d_mlp=64, n_layers=3, n_heads=1, max_len=32)
+TINY_DATA = DataConfig(seq_len=32, batch_size=32, eval_batch_size=64)
+
+
+def test_residual_peak_config_is_validated():
+    with pytest.raises(ConfigError, match="n_layers"):
+        quick = rp.PRESETS["quick"]
+        dataclasses.replace(quick, model=dataclasses.replace(quick.model, n_layers=2))
+    with pytest.raises(ConfigError, match="ablation_steps"):
+        dataclasses.replace(rp.PRESETS["quick"], ablation_steps=333)
+
+
+def test_residual_peak_ablation_configs_change_only_the_named_parts():
+    cfg = rp.PRESETS["quick"]
+    for changes in rp.ABLATIONS.values():
+        run = rp.base_config(cfg, cfg.ablation_steps, **changes)
+        assert run.train.steps == cfg.ablation_steps
+        assert run.optim == cfg.optim and run.data == cfg.data
+        for name, value in changes.items():
+            assert getattr(run.model, name) == value
+
+
+def test_mitigation_runs_share_the_initialisation():
+    cfgs = om.run_configs(om.PRESETS["quick"])
+    params = {
+        name: nnx.state(GPT(c.model, rngs=nnx.Rngs(c.seed)), nnx.Param)
+        for name, c in cfgs.items()
+        if c.model.n_layers == 3
+    }
+    ref = jax.tree.leaves(params["AdamW"])
+    for name in ("SGD", "ReLU attention"):
+        for a, b in zip(ref, jax.tree.leaves(params[name]), strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert cfgs["SGD"].optim.name == "sgd" and cfgs["SGD"].optim.lr == 0.03
+    assert cfgs["ReLU attention"].model.attention == "relu"
+
+
+@pytest.mark.parametrize("marker", td.MARKERS)
+def test_two_domains_share_the_vocabulary_and_differ_as_described(marker):
+    task = make_task(DataConfig(), 0)
+    dom = td.make_domains(task, marker, 0)
+    assert dom.b.vocab_size == task.vocab_size and dom.b.triggers == ()
+    np.testing.assert_allclose(dom.b.cond.sum(1)[dom.b.marginal > 0], 1.0, atol=1e-6)
+    batch = td.mixed_batch(dom, 0, 0, 256, 16, 0.5)
+    first = np.asarray(batch.inputs[:, 0])
+    if marker == "first_token":
+        assert set(first) == {task.bos_id, task.delimiter_id}
+        assert 0.35 < (first == task.delimiter_id).mean() < 0.65
+        np.testing.assert_array_equal(dom.b.cond, task.cond)
+    else:
+        assert set(first) == {task.bos_id}
+        assert not np.allclose(dom.b.cond, task.cond)
+        # a relabelling: the multiset of transition probabilities is unchanged
+        np.testing.assert_allclose(np.sort(dom.b.cond.ravel()), np.sort(task.cond.ravel()))
+
+
+def test_optimizer_mitigations_short_run_adam_grows_the_bos_residual_more_than_sgd(tmp_path):
+    cfg = om.MitigationConfig(
+        model=TINY_MODEL,
+        data=TINY_DATA,
+        optim=OptimConfig(name="adamw", lr=3e-3, b1=0.9, b2=0.99, weight_decay=1e-4),
+        train=TrainConfig(steps=200, eval_every=100, checkpoint_every=100, progress=False),
+        relu_one_layer_steps=100,
+    )
+    out = om.run(cfg, RunContext(tmp_path, "test", False, False))
+    claims = {c.name: c for c in out["claims"]}
+    assert claims["adam_layer0_bos_growth"].measured > claims["sgd_layer0_bos_growth"].measured
+    assert (tmp_path / "layer0_bos_residual.png").exists()

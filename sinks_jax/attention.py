@@ -35,10 +35,10 @@ class AttentionVariant(nnx.Module):
         self.d_head = d_head
 
     def logits(self, q_BxTxHxK: jax.Array, k_BxSxHxK: jax.Array) -> jax.Array:
-        """score[b, h, t, s] = q_t · k_s / sqrt(d_head), in float32."""
-        q = q_BxTxHxK.astype(jnp.float32)
-        k = k_BxSxHxK.astype(jnp.float32)
-        return jnp.einsum("bthk,bshk->bhts", q, k) / jnp.sqrt(jnp.float32(self.d_head))
+        """score[b, h, t, s] = q_t · k_s / sqrt(d_head), in float32 (float64 if the inputs are)."""
+        dtype = jnp.promote_types(q_BxTxHxK.dtype, jnp.float32)
+        q, k = q_BxTxHxK.astype(dtype), k_BxSxHxK.astype(dtype)
+        return jnp.einsum("bthk,bshk->bhts", q, k) / jnp.sqrt(jnp.asarray(self.d_head, dtype))
 
     def weights(self, logits_BxHxTxS: jax.Array, mask_BxTxS: jax.Array) -> jax.Array:
         raise NotImplementedError

@@ -169,7 +169,8 @@ class MultiHeadAttention(nnx.Module):
             is_forced = jnp.isin(jnp.arange(cfg.n_heads), jnp.asarray(bos_heads))
             att_BxHxTxT = jnp.where(is_forced[None, :, None, None], forced, att_BxHxTxT)
 
-        ctx_BxTxHxK = jnp.einsum("bhts,bshk->bthk", att_BxHxTxT, v_BxTxHxK.astype(jnp.float32))
+        v_dtype = jnp.promote_types(v_BxTxHxK.dtype, jnp.float32)
+        ctx_BxTxHxK = jnp.einsum("bhts,bshk->bthk", att_BxHxTxT, v_BxTxHxK.astype(v_dtype))
         out_BxTxD = self.out(ctx_BxTxHxK.reshape(b, t, -1).astype(x_BxTxD.dtype))
 
         obs = LayerObservables()

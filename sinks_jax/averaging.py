@@ -1,0 +1,229 @@
+"""The averaging task of catch, tag, release (our precise version of Zhang, Khan & Papyan 2025,
+arXiv 2502.00919; the paper's code is not public).
+
+A sequence h_0..h_T: position 0 is BOS, one [SEP] sits at a position p in [p_min, p_max] (uniform;
+default 1..T−1), every other position carries a content vector x_s ~ N(0, I_{d_x}). Features per
+token are [x | 1_BOS | 1_SEP | 1_content | 0] (the last slot is empty: a tag can use it). The
+target at the last position is y*_T = mean(x_{p+1..T}); with `running_mean` every position t > p
+has the target mean(x_{p+1..t}). In the `conditional` variant (for sink-free attention) the
+[SEP] is a trigger present with probability 1/2: once it has been seen the target is the mean of
+all content tokens so far, before that (or without it) the target is 0.
+Metric: relMSE = E‖y_T − y*_T‖² / E‖y*_T‖².
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+from flax import nnx, struct
+
+from sinks_jax.config import ModelConfig, OptimConfig, TrainConfig, require
+from sinks_jax.model import Capture, VectorTransformer
+from sinks_jax.train import TrainResult, train
+
+BOS, SEP, CONTENT, TAG = range(4)  # offsets of the indicator slots after the d_x content dims
+
+
+@dataclasses.dataclass(frozen=True)
+class AveragingConfig:
+    seq_len: int = 24  # T: positions 0..T, so T + 1 tokens
+    d_x: int = 8
+    p_min: int = 1
+    p_max: int = 0  # 0 = T − 1
+    running_mean: bool = False  # targets at every t > p instead of only at T
+    conditional: bool = False  # [SEP] present with probability 1/2; target 0 without it
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        require(self.seq_len >= 3, "task.seq_len", self.seq_len, "an integer >= 3")
+        require(self.d_x >= 1, "task.d_x", self.d_x, "an integer >= 1")
+        require(
+            1 <= self.p_min <= self.sep_max,
+            "task.p_min",
+            self.p_min,
+            f"in [1, p_max={self.sep_max}]",
+        )
+        require(
+            self.sep_max <= self.seq_len - 1,
+            "task.p_max",
+            self.p_max,
+            f"<= seq_len - 1 = {self.seq_len - 1} (0 means seq_len - 1)",
+        )
+        require(self.batch_size >= 1, "task.batch_size", self.batch_size, "an integer >= 1")
+
+    @property
+    def sep_max(self) -> int:
+        return self.p_max or self.seq_len - 1
+
+    @property
+    def n_features(self) -> int:
+        return self.d_x + 4
+
+
+@struct.dataclass
+class AveragingBatch:
+    features: jax.Array  # [B, T+1, d_x+4]
+    targets: jax.Array  # [B, T+1, d_x] (0 where not a target)
+    target_mask: jax.Array  # [B, T+1] float, 1 where the loss counts
+    sep: jax.Array  # [B] int, position of [SEP] (T + 1 when absent)
+    has_sep: jax.Array  # [B] bool
+
+
+def sample(cfg: AveragingConfig, key: jax.Array, batch_size: int | None = None) -> AveragingBatch:
+    """A batch of averaging sequences (pure function of `key`)."""
+    b = batch_size or cfg.batch_size
+    n = cfg.seq_len + 1
+    k_x, k_p, k_has = jax.random.split(key, 3)
+    x_BxNxX = jax.random.normal(k_x, (b, n, cfg.d_x))
+    sep_B = jax.random.randint(k_p, (b,), cfg.p_min, cfg.sep_max + 1)
+    has_B = jax.random.bernoulli(k_has, 0.5, (b,)) if cfg.conditional else jnp.ones((b,), bool)
+    sep_B = jnp.where(has_B, sep_B, n)  # absent: beyond the sequence
+    pos_N = jnp.arange(n)
+    is_bos = jnp.broadcast_to(pos_N == 0, (b, n))
+    is_sep = pos_N[None] == sep_B[:, None]
+    is_content = ~is_bos & ~is_sep
+    x_BxNxX = jnp.where(is_content[..., None], x_BxNxX, 0.0)
+    indicators = jnp.stack([is_bos, is_sep, is_content, jnp.zeros_like(is_bos)], axis=-1).astype(
+        jnp.float32
+    )
+    features = jnp.concatenate([x_BxNxX, indicators], axis=-1)
+
+    if cfg.conditional:  # mean of all content so far, once the trigger has been seen; else 0
+        averaged_BxN = is_content
+        active_BxN = pos_N[None] >= sep_B[:, None]
+    else:  # mean of the content after [SEP]
+        averaged_BxN = pos_N[None] > sep_B[:, None]
+        active_BxN = averaged_BxN
+    counted = jnp.cumsum(averaged_BxN, axis=1)
+    running = jnp.cumsum(jnp.where(averaged_BxN[..., None], x_BxNxX, 0.0), axis=1)
+    running = running / jnp.maximum(counted, 1)[..., None]
+    last = jnp.broadcast_to(pos_N[None] == cfg.seq_len, (b, n))
+    if cfg.running_mean:
+        mask = (active_BxN | cfg.conditional) & (pos_N[None] >= 1)
+    else:
+        mask = last
+    targets = jnp.where((mask & active_BxN)[..., None], running, 0.0)
+    chex.assert_shape(features, (b, n, cfg.n_features))
+    return AveragingBatch(features, targets, mask.astype(jnp.float32), sep_B, has_B)
+
+
+def batch_for_step(cfg: AveragingConfig, seed: int, step: int) -> AveragingBatch:
+    """Training batch of `step`: a pure function of (seed, step), so resumes replay it."""
+    return sample(cfg, jax.random.fold_in(jax.random.key(seed), step))
+
+
+def eval_batch(cfg: AveragingConfig, seed: int, batch_size: int = 512) -> AveragingBatch:
+    return sample(cfg, jax.random.fold_in(jax.random.key(seed + 1), 2**31 - 1), batch_size)
+
+
+def rel_mse(pred_BxX: jax.Array, target_BxX: jax.Array) -> jax.Array:
+    """E‖y − y*‖² / E‖y*‖² over the batch."""
+    chex.assert_equal_shape([pred_BxX, target_BxX])
+    return ((pred_BxX - target_BxX) ** 2).sum(-1).mean() / (target_BxX**2).sum(-1).mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# Models, loss and training on the task
+
+
+@dataclasses.dataclass(frozen=True)
+class AveragingExperimentConfig:
+    """An attention model trained on the averaging task (`data` is the task, as in the BB
+    experiments; `model.vocab_size` and `max_len` are unused)."""
+
+    model: ModelConfig = ModelConfig(
+        d_model=32,
+        d_mlp=32,
+        n_layers=2,
+        n_heads=1,
+        positions="none",
+        norm="none",
+        final_norm=False,
+        layers_without_mlp=(0, 1),
+        init="torch",  # PyTorch defaults; with GPT-2 N(0, 0.02) and no biases training stalls
+        use_bias=False,  # W_Q W_Kᵀ is then the whole bilinear form of a head
+    )
+    data: AveragingConfig = AveragingConfig()
+    optim: OptimConfig = OptimConfig(name="adam", lr=3e-3, b2=0.99, weight_decay=0.0)
+    train: TrainConfig = TrainConfig(steps=3000, eval_every=250, checkpoint_every=1000)
+    seed: int = 0
+
+
+def make_model(cfg: AveragingExperimentConfig, rngs: nnx.Rngs) -> VectorTransformer:
+    return VectorTransformer(cfg.model, cfg.data.n_features, cfg.data.d_x, rngs=rngs)
+
+
+def mse_loss(model: nnx.Module, batch: AveragingBatch) -> jax.Array:
+    """Squared error summed over d_x, averaged over target positions."""
+    pred = model(batch.features).logits
+    err = ((pred - batch.targets) ** 2).sum(-1)
+    return (err * batch.target_mask).sum() / jnp.maximum(batch.target_mask.sum(), 1.0)
+
+
+def last_position_rel_mse(model: nnx.Module, batch: AveragingBatch) -> float:
+    pred = model(batch.features).logits[:, -1]
+    return float(rel_mse(pred, batch.targets[:, -1]))
+
+
+def train_averaging(
+    cfg: AveragingExperimentConfig,
+    out_dir: Path | None,
+    resume: bool = False,
+    eval_fn: Callable[[nnx.Module, int], dict[str, Any]] | None = None,
+) -> TrainResult:
+    """Train `make_model(cfg)` with the MSE loss on `batch_for_step(cfg.data, seed, step)`."""
+    return train(
+        cfg,
+        lambda rngs: make_model(cfg, rngs),
+        lambda step: batch_for_step(cfg.data, cfg.seed, step),
+        out_dir=out_dir,
+        resume=resume,
+        eval_fn=eval_fn,
+        loss_fn=mse_loss,
+    )
+
+
+def ctr_metrics(model: nnx.Module, batch: AveragingBatch) -> dict[str, float]:
+    """Catch-tag-release diagnostics of a two-layer, one-head-per-layer model (head 0):
+
+    relMSE at the last position; `sep_sink`: mean over p < t ≤ T of A¹[t, p] (layer 1 catches the
+    span after SEP); `bos_sink_before_sep`: mean over 1 ≤ t < p of A¹[t, 0]; `tag_energy`:
+    ‖mean o‖² / mean ‖o‖² over the post-SEP layer-1 outputs o_t (1 = one common tag);
+    `pre_sep_tag_energy`: the same over the pre-SEP tokens (1 ≤ t < p); `retrieval_mass`: the
+    last query's layer-2 attention on the post-SEP tokens."""
+    out = model(batch.features, capture=Capture(attention=True, blocks=True))
+    pred = out.logits[:, -1]
+    n = batch.features.shape[1]
+    pos = jnp.arange(n)[None]
+    sep = batch.sep[:, None]
+    after, before = pos > sep, (pos >= 1) & (pos < sep)
+    a1 = out.layers[0].attn_weights[:, 0]  # [B,T,T]
+    a2 = out.layers[1].attn_weights[:, 0]
+    to_sep = jnp.take_along_axis(a1, jnp.broadcast_to(sep[:, :, None], (a1.shape[0], n, 1)), 2)
+    o = out.layers[0].attn_out  # [B,T,D]
+
+    def energy(mask):
+        m = mask[..., None].astype(o.dtype)
+        count = jnp.maximum(mask.sum(1, keepdims=True), 1)[..., None]
+        mean = (o * m).sum(1, keepdims=True) / count  # per sequence
+        num = (mean[:, 0] ** 2).sum(-1)
+        den = ((o**2).sum(-1) * mask).sum(1) / jnp.maximum(mask.sum(1), 1)
+        return (num / jnp.maximum(den, 1e-30)).mean()
+
+    def masked_mean(x, mask):
+        return (x * mask).sum() / jnp.maximum(mask.sum(), 1)
+
+    return {
+        "rel_mse": float(rel_mse(pred, batch.targets[:, -1])),
+        "sep_sink": float(masked_mean(to_sep[..., 0], after)),
+        "bos_sink_before_sep": float(masked_mean(a1[..., 0], before)),
+        "tag_energy": float(energy(after)),
+        "pre_sep_tag_energy": float(energy(before)),
+        "retrieval_mass": float((a2[:, -1] * after).sum(1).mean()),
+    }

@@ -1,0 +1,102 @@
+"""Catch, tag, release (Zhang, Khan & Papyan 2025): task, construction, rank argument, training."""
+
+import jax
+import numpy as np
+import pytest
+
+from proofs_numeric import ctr_construction as cc
+from proofs_numeric import one_layer_cannot_average as ol
+from sinks_jax import averaging as av
+from sinks_jax.config import TrainConfig
+from sinks_jax.errors import ConfigError
+
+
+def test_averaging_task_features_and_targets():
+    cfg = av.AveragingConfig(seq_len=10, d_x=3)
+    b = av.sample(cfg, jax.random.key(0), 16)
+    f = np.asarray(b.features)
+    assert f.shape == (16, 11, 7)
+    np.testing.assert_array_equal(f[:, :, 3:6].sum(-1), 1.0)  # exactly one indicator per token
+    assert (f[:, :, 6] == 0).all()  # the tag slot is empty
+    for i in range(16):
+        p = int(b.sep[i])
+        assert f[i, p, 4] == 1 and f[i, 0, 3] == 1
+        np.testing.assert_allclose(b.targets[i, -1], f[i, p + 1 :, :3].mean(0), rtol=1e-5)
+    assert float(b.target_mask.sum()) == 16  # last position only
+
+
+def test_running_mean_and_conditional_variants():
+    cfg = av.AveragingConfig(seq_len=8, d_x=2, running_mean=True)
+    b = av.sample(cfg, jax.random.key(1), 4)
+    for i in range(4):
+        p = int(b.sep[i])
+        np.testing.assert_array_equal(np.asarray(b.target_mask[i]) > 0, np.arange(9) > p)
+        np.testing.assert_allclose(b.targets[i, p + 1], b.features[i, p + 1, :2], rtol=1e-6)
+    cond = av.AveragingConfig(seq_len=8, d_x=2, conditional=True)
+    b = av.sample(cond, jax.random.key(2), 64)
+    has = np.asarray(b.has_sep)
+    assert 0 < has.mean() < 1
+    assert np.abs(np.asarray(b.targets)[~has]).max() == 0.0
+    i = int(np.argmax(has))
+    content = np.asarray(b.features[i, :, 2 + av.CONTENT]) > 0
+    np.testing.assert_allclose(
+        b.targets[i, -1], np.asarray(b.features[i, content, :2]).mean(0), rtol=1e-5
+    )
+
+
+def test_averaging_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match="p_max"):
+        av.AveragingConfig(seq_len=10, p_max=12)
+
+
+def test_construction_error_and_sink_match_the_theory():
+    with jax.enable_x64(True):
+        data = cc.sample_sequences(jax.random.key(0), 64, 8, 64, 8)
+        cfg = cc.ConstructionConfig()
+        err16, sink16 = cc.median_error(cfg, 16.0, data)
+        err32, _ = cc.median_error(cfg, 32.0, data)
+        err8, sink8 = cc.median_error(cfg, 8.0, data)
+    assert err16 <= 1e-6 and err32 <= 1e-12 and err8 > err16  # float64
+    # ε₁ = (e^{α a_B} + T) e^{−α a_S} bounds the attention leaving SEP (T ≤ 64, a_S = 2, a_B = 1)
+    eps8 = (np.exp(8.0) + 64) * np.exp(-16.0)
+    assert sink8 >= 1 - eps8 - 1e-12 and sink16 > sink8
+    w = cc.construction(8, 16.0, 16.0, 2.0, 1.0)
+    assert np.linalg.matrix_rank(w.q1 @ w.k1.T) == 1 and np.linalg.matrix_rank(w.q2 @ w.k2.T) == 1
+
+
+def test_target_jacobian_rank_and_eckart_young_residual():
+    m = ol.target_submatrix(24)
+    assert np.linalg.matrix_rank(m) == 11
+    assert abs(ol.rank_residual(m, 2) - 0.389) < 1e-3  # reference value
+    assert ol.rank_residual(m, 22) == 0.0
+
+
+def test_one_layer_jacobian_rank_is_at_most_2h_even_untrained():
+    """The rank bound is structural: it holds for any one-layer weights (float64 autodiff)."""
+    from flax import nnx
+
+    base = av.AveragingExperimentConfig(data=av.AveragingConfig(seq_len=16))
+    for heads in (1, 2):
+        c = ol.model_config(base, 1, heads)
+        model = av.make_model(c, nnx.Rngs(0))
+        with jax.enable_x64(True):
+            j = ol.jacobian_matrix(model, c.data, 0)
+            sv = np.linalg.svd(j, compute_uv=False)
+        assert (sv > 1e-9 * sv[0]).sum() <= 2 * heads  # float64 round-off ≈ 1e-16
+
+
+def test_short_training_two_layers_beat_one_layer():
+    """2000 steps: the two-layer model is already far below the one-layer plateau."""
+    base = av.AveragingExperimentConfig(
+        train=TrainConfig(steps=2000, eval_every=2000, checkpoint_every=2000, progress=False)
+    )
+    ev = av.eval_batch(base.data, 0, 512)
+    rel, models = {}, {}
+    for n_layers in (1, 2):
+        c = ol.model_config(base, n_layers, 1)
+        models[n_layers] = av.train_averaging(c, None).model()
+        rel[n_layers] = av.last_position_rel_mse(models[n_layers], ev)
+    assert rel[1] > 0.3 and rel[2] < 0.1, rel
+    metrics = av.ctr_metrics(models[2], ev)
+    assert metrics["retrieval_mass"] > 0.8
+    assert set(metrics) >= {"sep_sink", "bos_sink_before_sep", "tag_energy", "rel_mse"}

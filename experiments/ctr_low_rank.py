@@ -76,8 +76,8 @@ def with_layer1_form(model: nnx.Module, form: np.ndarray) -> nnx.Module:
     w_q[:, :r] = u[:, :r] * np.sqrt(s[:r])
     w_k[:, :r] = vt[:r].T * np.sqrt(s[:r])
     attn = copy.blocks[0].attn
-    attn.query.kernel.value = jnp.asarray(attn.query.kernel[...]).at[:, :k].set(w_q)
-    attn.key.kernel.value = jnp.asarray(attn.key.kernel[...]).at[:, :k].set(w_k)
+    attn.query.kernel.set_value(jnp.asarray(attn.query.kernel[...]).at[:, :k].set(w_q))
+    attn.key.kernel.set_value(jnp.asarray(attn.key.kernel[...]).at[:, :k].set(w_k))
     return copy
 
 

@@ -74,7 +74,8 @@ def sink_scores(model: nnx.Module, batch: av.AveragingBatch, conditional: bool) 
     out = model(batch.features, capture=Capture(attention=True))
     n = batch.features.shape[1]
     pos = jnp.arange(n)[None]
-    q_bos = (pos >= 1) & (~batch.has_sep[:, None] if conditional else True)
+    no_trigger = ~batch.has_sep[:, None] if conditional else jnp.ones_like(batch.has_sep)[:, None]
+    q_bos = (pos >= 1) & no_trigger  # [B, n]
     after = (pos > batch.sep[:, None]) & batch.has_sep[:, None]
     bos, sep = [], []
     for o in out.layers:

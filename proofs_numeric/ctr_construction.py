@@ -48,6 +48,7 @@ class ConstructionConfig:
     alphas: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # γ = α
     sweep_t: tuple[int, ...] = (8, 16, 32, 64, 128, 256, 512)
     target_error: float = 1e-6
+    sweep_gamma: float = 64.0  # release strength held fixed in the T sweep (see `run`)
 
     def __post_init__(self) -> None:
         require(
@@ -66,7 +67,7 @@ class ConstructionConfig:
 
 PRESETS = {"quick": ConstructionConfig(), "paper": ConstructionConfig(n_sequences=2048)}
 NOTES = {
-    "quick": "256 sequences, T in [8, 64], α = γ in 1..32; T sweep to 512 (seconds)",
+    "quick": "256 sequences, T in [8, 64], α = γ in 1..32; T sweeps to 512 (about a minute)",
     "paper": "2048 sequences per setting",
 }
 
@@ -152,18 +153,30 @@ def evaluate(w: Weights, features, lengths, seps, target) -> dict[str, jax.Array
     return {"rel_error": rel, "sep_sink_score": sink}
 
 
-def median_error(cfg, alpha, data) -> tuple[float, float]:
-    w = construction(cfg.d_x, alpha, alpha, cfg.a_sep, cfg.a_bos)
+def median_error(cfg, alpha, data, gamma: float | None = None) -> tuple[float, float]:
+    """Median relative error and the smallest SEP sink score; γ = α unless given."""
+    w = construction(cfg.d_x, alpha, alpha if gamma is None else gamma, cfg.a_sep, cfg.a_bos)
     res = evaluate(jax.tree.map(jnp.asarray, w), *data)
     return float(jnp.median(res["rel_error"])), float(jnp.min(res["sep_sink_score"]))
 
 
-def alpha_needed(cfg, data, lo=1.0, hi=64.0, iters=40) -> float:
-    """Smallest α = γ with median relative error ≤ cfg.target_error (bisection; monotone)."""
+def alpha_needed(cfg, data, gamma: float | None, lo=1.0, hi=64.0, iters=24) -> float:
+    """Smallest α with median relative error ≤ cfg.target_error (bisection to 4e-6; the error
+    is monotone in α); γ = α when `gamma` is None."""
     for _ in range(iters):
         mid = 0.5 * (lo + hi)
-        lo, hi = (lo, mid) if median_error(cfg, mid, data)[0] <= cfg.target_error else (mid, hi)
+        good = median_error(cfg, mid, data, gamma)[0] <= cfg.target_error
+        lo, hi = (lo, mid) if good else (mid, hi)
     return hi
+
+
+def log_fit(needed: dict[int, float]) -> dict[str, float]:
+    """Least-squares α* = a + b ln T, with R²."""
+    ln_t, y = np.log(list(needed)), np.array(list(needed.values()))
+    slope, icpt = np.polyfit(ln_t, y, 1)
+    resid = y - (slope * ln_t + icpt)
+    r2 = 1 - (resid**2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-300)
+    return {"slope": float(slope), "intercept": float(icpt), "r2": float(r2)}
 
 
 def run(cfg: ConstructionConfig, ctx: RunContext) -> dict[str, Any]:
@@ -177,16 +190,15 @@ def run(cfg: ConstructionConfig, ctx: RunContext) -> dict[str, Any]:
         ranks = [
             int(np.linalg.matrix_rank(q @ k.T, tol=1e-10)) for q, k in ((w.q1, w.k1), (w.q2, w.k2))
         ]
-        by_t, needed = {}, {}
+        # Two sweeps: α = γ together, and α alone with the release held strong (γ fixed).
+        by_t, needed = {}, {"α = γ": {}, f"γ = {cfg.sweep_gamma:g}": {}}
         for t in cfg.sweep_t:
             d_t = sample_sequences(jax.random.fold_in(key, t), cfg.n_sequences, t, t, cfg.d_x)
             by_t[t] = [median_error(cfg, a, d_t)[0] for a in cfg.alphas]
-            needed[t] = alpha_needed(cfg, d_t)
-    ln_t = np.log(list(needed))
-    alpha_star = np.array(list(needed.values()))
-    slope, icpt = np.polyfit(ln_t, alpha_star, 1)
-    resid = alpha_star - (slope * ln_t + icpt)
-    r2 = 1 - (resid**2).sum() / ((alpha_star - alpha_star.mean()) ** 2).sum()
+            needed["α = γ"][t] = alpha_needed(cfg, d_t, None)
+            needed[f"γ = {cfg.sweep_gamma:g}"][t] = alpha_needed(cfg, d_t, cfg.sweep_gamma)
+    fits = {k: log_fit(n) for k, n in needed.items()}
+    tied, catch = fits["α = γ"], fits[f"γ = {cfg.sweep_gamma:g}"]
     ordered = [errors[a] for a in sorted(cfg.alphas)]
     strictly_down = all(b < a or b == 0.0 for a, b in zip(ordered, ordered[1:], strict=False))
     claims = [
@@ -202,9 +214,25 @@ def run(cfg: ConstructionConfig, ctx: RunContext) -> dict[str, Any]:
         ),
         check("rank_layer1_qk", ranks[0], "==", 1, "rank 1"),
         check("rank_layer2_qk", ranks[1], "==", 1, "rank 1"),
-        # Ours: α* = a + b ln T fits the bisection results (the log-T growth of ε₁ and leakage).
-        check("alpha_needed_vs_ln_T_r2", float(r2), ">=", 0.95, "α needed grows like log T"),
-        check("alpha_needed_vs_ln_T_slope", float(slope), ">", 0.0, "grows"),
+        # α* = a + b ln T fitted to the bisection results. With α = γ the error is dominated by
+        # layer 2's leak onto the p untagged tokens, ≈ sqrt(p / (T − p)) e^{−γ}: scale-free in T,
+        # so α* stays flat (reported, no claim). With the release held strong, the error comes
+        # from the catch: tags τ_s = A¹[s, p] differ by ≈ T e^{−α a_S} across s, so
+        # α* ≈ (ln T + const) / a_S.
+        check(
+            f"catch_alpha_needed_vs_ln_T_r2_gamma{cfg.sweep_gamma:g}",
+            catch["r2"],
+            ">=",
+            0.95,
+            "α needed grows like log T",
+        ),
+        check(
+            f"catch_alpha_needed_vs_ln_T_slope_gamma{cfg.sweep_gamma:g}",
+            catch["slope"],
+            "in",
+            (0.5 / cfg.a_sep, 2.0 / cfg.a_sep),
+            "≈ 1/a_S per unit ln T (ours)",
+        ),
     ]
     reference = {4.0: 3.9e-2, 8.0: 5.5e-4, 16.0: 1.9e-7, 32.0: 1.8e-14}
     tables = {
@@ -218,21 +246,28 @@ def run(cfg: ConstructionConfig, ctx: RunContext) -> dict[str, Any]:
             for a in cfg.alphas
         ],
         f"α needed for median error ≤ {cfg.target_error:g}": [
-            {"T": t, "α*": needed[t], "fit a + b ln T": slope * np.log(t) + icpt} for t in needed
+            {
+                "T": t,
+                "α* (α = γ)": needed["α = γ"][t],
+                f"α* (γ = {cfg.sweep_gamma:g})": needed[f"γ = {cfg.sweep_gamma:g}"][t],
+                f"fit (γ = {cfg.sweep_gamma:g})": catch["slope"] * np.log(t) + catch["intercept"],
+            }
+            for t in cfg.sweep_t
         ],
     }
-    figures = make_figures(ctx, cfg, by_t, needed, slope, icpt)
+    figures = make_figures(ctx, cfg, by_t, needed, fits)
     return {
         "claims": claims,
         "median_rel_error": {str(a): e for a, e in errors.items()},
-        "alpha_needed": {str(t): a for t, a in needed.items()},
-        "fit": {"slope_per_ln_T": float(slope), "intercept": float(icpt), "r2": float(r2)},
+        "alpha_needed": {k: {str(t): a for t, a in n.items()} for k, n in needed.items()},
+        "fit_a_plus_b_ln_T": fits,
+        "alpha_eq_gamma_fit_slope": tied["slope"],
         "tables": tables,
         "figures": figures,
     }
 
 
-def make_figures(ctx, cfg, by_t, needed, slope, icpt) -> list[str]:
+def make_figures(ctx, cfg, by_t, needed, fits) -> list[str]:
     plt = plotting.plt
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.0))
     for t, errs in by_t.items():
@@ -240,11 +275,18 @@ def make_figures(ctx, cfg, by_t, needed, slope, icpt) -> list[str]:
     axes[0].axhline(cfg.target_error, color="gray", ls="--", lw=0.8)
     axes[0].set(xlabel="α = γ", ylabel="median relative error", title="error vs sink strength")
     axes[0].legend(frameon=False, fontsize=7)
-    ts = np.array(list(needed))
-    axes[1].semilogx(ts, list(needed.values()), "o", label="bisection")
-    axes[1].semilogx(
-        ts, slope * np.log(ts) + icpt, "k--", lw=0.9, label=f"{slope:.2f}·ln T + {icpt:.1f}"
-    )
+    for name, n in needed.items():
+        ts = np.array(list(n))
+        f = fits[name]
+        (line,) = axes[1].semilogx(ts, list(n.values()), "o", label=name)
+        axes[1].semilogx(
+            ts,
+            f["slope"] * np.log(ts) + f["intercept"],
+            "--",
+            lw=0.9,
+            color=line.get_color(),
+            label=f"{f['slope']:.2f}·ln T + {f['intercept']:.1f}",
+        )
     axes[1].set(xlabel="T", ylabel=f"α needed (error ≤ {cfg.target_error:g})", title="α* vs T")
     axes[1].legend(frameon=False, fontsize=7)
     fig.tight_layout()

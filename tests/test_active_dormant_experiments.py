@@ -84,3 +84,34 @@ def test_optimizer_mitigations_short_run_adam_grows_the_bos_residual_more_than_s
     claims = {c.name: c for c in out["claims"]}
     assert claims["adam_layer0_bos_growth"].measured > claims["sgd_layer0_bos_growth"].measured
     assert (tmp_path / "layer0_bos_residual.png").exists()
+
+
+def test_residual_peak_short_run_writes_every_output(tmp_path):
+    cfg = rp.ResidualPeakConfig(
+        model=TINY_MODEL,
+        data=TINY_DATA,
+        optim=OptimConfig(name="adamw", lr=3e-3, b1=0.9, b2=0.99, weight_decay=1e-4),
+        train=TrainConfig(steps=100, eval_every=50, checkpoint_every=100, progress=False),
+        ablation_steps=50,
+    )
+    out = rp.run(cfg, RunContext(tmp_path, "test", False, False))
+    assert len(out["claims"]) == 11
+    assert set(out["layer0_gap_at_ablation_steps"]) == {"1 layer", "3 layers", *rp.ABLATIONS}
+    res = out["time_series"]["layer0_res_first"]
+    assert res[-1] > res[0]  # Adam pushes the layer-0 BOS residual up from the start
+    for name in ("dynamics_per_layer", "attention_3_layers", "ablation_layer0_gap"):
+        assert (tmp_path / f"{name}.png").exists()
+
+
+def test_two_domain_short_run_reports_each_marker(tmp_path):
+    cfg = td.TwoDomainConfig(
+        model=dataclasses.replace(TINY_MODEL, n_layers=2),
+        data=TINY_DATA,
+        optim=OptimConfig(name="adamw", lr=3e-3, b1=0.9, b2=0.99, weight_decay=1e-4),
+        train=TrainConfig(steps=60, eval_every=30, checkpoint_every=60, progress=False),
+    )
+    out = td.run(cfg, RunContext(tmp_path, "test", False, False))
+    assert set(out["per_marker"]) == set(td.MARKERS)
+    assert len(out["claims"]) == 5 * len(td.MARKERS)
+    for marker in td.MARKERS:
+        assert (tmp_path / f"head_maps_{marker}.png").exists()

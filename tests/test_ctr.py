@@ -100,3 +100,48 @@ def test_short_training_two_layers_beat_one_layer():
     metrics = av.ctr_metrics(models[2], ev)
     assert metrics["retrieval_mass"] > 0.8
     assert set(metrics) >= {"sep_sink", "bos_sink_before_sep", "tag_energy", "rel_mse"}
+
+
+def test_low_rank_surgery_full_rank_reproduces_the_model_and_rank1_is_rank1():
+    from flax import nnx
+
+    from experiments import ctr_low_rank as lr
+
+    cfg = av.AveragingExperimentConfig()
+    model = av.make_model(cfg, nnx.Rngs(3))
+    ev = av.eval_batch(cfg.data, 0, 32)
+    form = lr.layer1_form(model)
+    same = lr.with_layer1_form(model, form)
+    np.testing.assert_allclose(
+        same(ev.features).logits, model(ev.features).logits, rtol=1e-4, atol=1e-5
+    )  # float32 SVD round trip
+    one = lr.with_layer1_form(model, lr.truncate(form, 1))
+    assert np.linalg.matrix_rank(lr.layer1_form(one), tol=1e-5 * np.linalg.norm(form)) == 1
+    np.testing.assert_array_equal(lr.layer1_form(model), form)  # the original is untouched
+
+
+def test_ctr_emergence_short_run_reports_every_seed(tmp_path):
+    from experiments import ctr_emergence as ce
+    from sinks_jax.cli import RunContext
+
+    cfg = ce.EmergenceConfig(
+        n_seeds=2, train=TrainConfig(steps=50, eval_every=50, checkpoint_every=50, progress=False)
+    )
+    out = ce.run(cfg, RunContext(tmp_path, "test", False, False))
+    assert [r["seed"] for r in out["per_seed"]] == [0, 1]
+    assert {c.name for c in out["claims"]} >= {"successful_seeds", "success_min_sep_sink"}
+    assert (tmp_path / "attention_best_seed.png").exists()
+
+
+def test_anti_sink_penalty_adds_the_largest_column_mean():
+    from flax import nnx
+
+    from experiments import sink_free_averaging as sf
+
+    cfg = av.AveragingExperimentConfig()
+    model = av.make_model(cfg, nnx.Rngs(0))
+    batch = av.eval_batch(cfg.data, 0, 16)
+    base = float(av.mse_loss(model, batch))
+    pen = float(sf.penalised_loss(1.0)(model, batch))
+    # two layers, one head each; a column mean is in (0, 1] and column 0 is seen by every query
+    assert base + 2 / (cfg.data.seq_len + 1) < pen <= base + 2.0

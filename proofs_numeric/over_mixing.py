@@ -31,7 +31,7 @@ import numpy as np
 
 from proofs_numeric import mixing_toy as toy
 from proofs_numeric.mixing_toy import NO_SINK, REGULAR, Sink
-from sinks_jax import plotting
+from sinks_jax import metrics, plotting
 from sinks_jax.claims import check
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import require
@@ -143,14 +143,6 @@ def _strictly_increasing(v) -> bool:
     return bool(np.all(np.diff(np.asarray(v)) > 0))
 
 
-def _spearman(x, y) -> float:
-    """Spearman rank correlation; NaN when either input is constant (ties carry no order)."""
-    if np.ptp(np.asarray(x)) == 0 or np.ptp(np.asarray(y)) == 0:
-        return float("nan")
-    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
 # ---------------------------------------------------------------------------------------------
 # Checks
 
@@ -250,7 +242,7 @@ def first_token(cfg: OverMixingConfig) -> dict[str, Any]:
         linear[depth] = {
             "influence": row,
             "ratio": float(row[0] / row[-1]),
-            "spearman": _spearman(np.arange(n - 1), row),
+            "spearman": metrics.spearman(np.arange(n - 1), row),
         }
     w, x = _instances(cfg, n - 1, 8, 1)[0]
     jac = toy.last_token_jacobian(x, w, REGULAR, depth=8)
@@ -258,7 +250,7 @@ def first_token(cfg: OverMixingConfig) -> dict[str, Any]:
     return {
         "linear": linear,
         "softmax_influence_L8": softmax_infl,
-        "softmax_spearman_L8": _spearman(np.arange(n - 1), softmax_infl),
+        "softmax_spearman_L8": metrics.spearman(np.arange(n - 1), softmax_infl),
     }
 
 

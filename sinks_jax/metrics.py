@@ -41,6 +41,25 @@ def sink_rate(first_key_scores: Sequence[jax.Array] | jax.Array, eps: float = 0.
     return float((scores > eps).mean())
 
 
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation with average ranks for ties; NaN when either input is constant
+    (it carries no order) or has fewer than two points."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if x.size < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+
+    def ranks(v: np.ndarray) -> np.ndarray:
+        order = np.argsort(v, kind="stable")
+        r = np.empty(v.size)
+        r[order] = np.arange(v.size, dtype=np.float64)
+        for value in np.unique(v):  # ties share their mean rank
+            tie = v == value
+            r[tie] = r[tie].mean()
+        return r
+
+    return float(np.corrcoef(ranks(x), ranks(y))[0, 1])
+
+
 # ---------------------------------------------------------------------------------------------
 # Bigram-Backcopy observables (Guo et al. 2024, §3)
 

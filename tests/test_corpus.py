@@ -1,0 +1,191 @@
+"""Corpus pipeline: sources, tokenizers, the cached token store, packing invariants, errors."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from sinks_jax import corpus
+from sinks_jax.corpus import BOS, EOS, PAD
+from sinks_jax.errors import ConfigError, DataError
+
+TEXTS = [
+    "The first document.\nIt has two lines.",
+    "Zweites Dokument: ünïcödé bytes, and punctuation!",
+    "A third one, " * 12,
+    "Short four.",
+    "The fifth document is a little longer than the others " * 3,
+]
+
+
+@pytest.fixture
+def text_folder(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i, t in enumerate(TEXTS):
+        (folder / f"{i}.txt").write_text(t, encoding="utf-8")
+    return folder
+
+
+def _cfg(tmp_path, **kw) -> corpus.CorpusConfig:
+    base = dict(
+        source="synthetic_bb",
+        n_docs=60,
+        doc_len_min=8,
+        doc_len_max=40,
+        seq_len=32,
+        batch_size=16,
+        eval_batch_size=8,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    return corpus.CorpusConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("source", ["folder", "txt", "jsonl"])
+def test_path_sources_round_trip_through_the_byte_tokenizer(tmp_path, text_folder, source):
+    if source == "folder":
+        path = text_folder
+    elif source == "txt":
+        path = tmp_path / "all.txt"
+        path.write_text("\n\n\n".join(TEXTS), encoding="utf-8")
+    else:
+        path = tmp_path / "all.jsonl"
+        path.write_text("\n".join(json.dumps({"text": t}) for t in TEXTS), encoding="utf-8")
+    cfg = _cfg(tmp_path, source="path", path=str(path))
+    store = corpus.build_store(cfg)
+    assert store.tokens.dtype == np.uint16 and store.info["n_docs"] == len(TEXTS)
+    decoded = sorted(corpus.decode(store.doc(i), cfg) for i in range(len(TEXTS)))
+    assert decoded == sorted(TEXTS)
+    assert len(store.val_docs) >= 1 and len(store.train_docs) >= 1
+    assert not set(store.val_docs) & set(store.train_docs)
+
+
+def test_store_is_cached_on_disk_and_read_as_a_memmap(tmp_path):
+    cfg = _cfg(tmp_path)
+    first = corpus.build_store(cfg)
+    assert isinstance(first.tokens, np.memmap)
+    again = corpus.build_store(cfg)
+    np.testing.assert_array_equal(first.tokens, again.tokens)
+    assert first.info["content_hash"] == again.info["content_hash"]
+    other = corpus.build_store(dataclasses.replace(cfg, n_docs=61))
+    assert other.info["content_hash"] != first.info["content_hash"]
+
+
+def test_builtin_corpus_records_its_provenance():
+    docs = corpus.builtin_documents()
+    assert len(docs) > 1000 and all(len(d) > 0 for d in docs[:100])
+    assert sum(len(d) for d in docs) > 1_000_000
+
+
+def test_bpe_tokenizer_round_trips_and_keeps_the_special_ids(tmp_path, text_folder):
+    pytest.importorskip("tokenizers")
+    cfg = _cfg(tmp_path, source="path", path=str(text_folder), tokenizer="bpe", bpe_vocab=300)
+    store = corpus.build_store(cfg)
+    assert store.tokens.min() >= corpus.VOCAB_SIZE  # BOS/EOS/PAD ids stay free
+    assert corpus.vocab_size(cfg) == corpus.VOCAB_SIZE + 300
+    assert sorted(corpus.decode(store.doc(i), cfg, store) for i in range(len(TEXTS))) == sorted(
+        TEXTS
+    )
+
+
+def _batch(tmp_path, packing, step=0, seed=0):
+    cfg = _cfg(tmp_path, packing=packing)
+    store = corpus.build_store(cfg)
+    return corpus.packed_batch(store, cfg, seed, step), cfg
+
+
+@pytest.mark.parametrize("packing", corpus.PACKINGS)
+def test_every_packing_is_deterministic_and_shifts_targets(tmp_path, packing):
+    a, cfg = _batch(tmp_path, packing, step=3)
+    b, _ = _batch(tmp_path, packing, step=3)
+    c, _ = _batch(tmp_path, packing, step=4)
+    for x, y in zip(
+        (a.inputs, a.targets, a.loss_mask), (b.inputs, b.targets, b.loss_mask), strict=True
+    ):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(a.inputs, c.inputs)
+    assert a.inputs.shape == (cfg.batch_size, cfg.seq_len) == a.targets.shape
+    np.testing.assert_array_equal(a.inputs[:, 1:], a.targets[:, :-1])
+    assert a.inputs.max() < corpus.VOCAB_SIZE
+
+
+def test_bos_per_doc_causal_packs_documents_across_boundaries(tmp_path):
+    b, _ = _batch(tmp_path, "bos_per_doc_causal")
+    assert b.segment_ids is None and b.positions is None
+    assert (b.inputs[:, 1:] == BOS).any()  # BOS tokens mid-window
+    assert not (b.inputs == EOS).any() and not (b.inputs == PAD).any()
+    assert b.loss_mask.min() == 1.0
+
+
+def test_bos_per_doc_masked_restarts_segments_and_positions_at_bos(tmp_path):
+    b, _ = _batch(tmp_path, "bos_per_doc_masked")
+    seg, pos, x = b.segment_ids, b.positions, b.inputs
+    new_doc = x[:, 1:] == BOS
+    np.testing.assert_array_equal(np.diff(seg, axis=1), new_doc.astype(int))
+    assert (pos[x == BOS] == 0).all()
+    same = ~new_doc
+    np.testing.assert_array_equal(np.diff(pos, axis=1)[same], 1)
+    # The next document's BOS is never a target.
+    np.testing.assert_array_equal(b.loss_mask == 0, b.targets == BOS)
+
+
+def test_window_packings_place_bos_only_at_the_start(tmp_path):
+    with_bos, _ = _batch(tmp_path, "bos_window_start")
+    assert (with_bos.inputs[:, 0] == BOS).all() and not (with_bos.inputs[:, 1:] == BOS).any()
+    assert (with_bos.inputs == EOS).any()
+    without, _ = _batch(tmp_path, "no_bos")
+    assert not (without.inputs == BOS).any() and (without.inputs == EOS).any()
+    assert without.segment_ids is None
+
+
+def test_one_doc_per_row_pads_and_masks_after_the_document(tmp_path):
+    b, _ = _batch(tmp_path, "one_doc_per_row")
+    assert (b.inputs[:, 0] == BOS).all()
+    np.testing.assert_array_equal(b.loss_mask, (b.targets != PAD).astype(np.float32))
+    np.testing.assert_array_equal(b.segment_ids, (b.inputs != PAD).astype(np.int32))
+    short = (b.inputs == PAD).any(1)
+    assert short.any() and ((b.targets == EOS).sum(1)[short] == 1).all()
+
+
+def test_inference_formats_score_the_same_tokens(tmp_path):
+    cfg = _cfg(tmp_path)
+    store = corpus.build_store(cfg)
+    with_bos = corpus.inference_rows(store, "bos_doc_start", 8, 16)
+    without = corpus.inference_rows(store, "doc_start_no_bos", 8, 16)
+    mid = corpus.inference_rows(store, "mid_doc_no_bos", 8, 16)
+    assert (with_bos.inputs[:, 0] == BOS).all() and not (without.inputs == BOS).any()
+    assert not (mid.inputs == BOS).any()
+    scored_with = with_bos.targets[:, 1:][with_bos.loss_mask[:, 1:] > 0]
+    scored_without = without.targets[:, :-1][without.loss_mask[:, :-1] > 0]
+    np.testing.assert_array_equal(scored_with, scored_without)
+    with pytest.raises(DataError, match="inference format"):
+        corpus.inference_rows(store, "nope", 2, 8)
+
+
+def test_bad_corpora_give_clear_errors(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        corpus.build_store(_cfg(tmp_path, source="path", path=str(tmp_path / "missing")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no .txt files"):
+        corpus.build_store(_cfg(tmp_path, source="path", path=str(tmp_path / "empty")))
+    blank = tmp_path / "blank.txt"
+    blank.write_text("   \n")
+    with pytest.raises(DataError, match="no non-empty documents"):
+        corpus.build_store(_cfg(tmp_path, source="path", path=str(blank)))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{"body": "no text"}\n')
+    with pytest.raises(DataError, match="bad.jsonl:2"):
+        corpus.build_store(_cfg(tmp_path, source="path", path=str(bad)))
+    one = tmp_path / "one.txt"
+    one.write_text("a single document")
+    with pytest.raises(DataError, match="at least 2"):
+        corpus.build_store(_cfg(tmp_path, source="path", path=str(one)))
+    with pytest.raises(DataError, match="data.path"):
+        corpus.build_store(_cfg(tmp_path, source="path"))
+    with pytest.raises(ConfigError, match="data.packing"):
+        _cfg(tmp_path, packing="random")
+    tiny = _cfg(tmp_path, n_docs=4, doc_len_min=4, doc_len_max=4, seq_len=64)
+    store = corpus.build_store(tiny)
+    with pytest.raises(DataError, match="fewer than one window"):
+        corpus.packed_batch(store, dataclasses.replace(tiny, packing="no_bos"), 0, 0)

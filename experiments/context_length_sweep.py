@@ -1,0 +1,343 @@
+"""How the training context length shapes the sink (Barbero et al. 2025, arXiv 2504.02732, §4,
+Fig. 5: "sinks become stronger as the pre-training context grows").
+
+One small GPT per (context, seed), tokens per step held constant, the same number of steps.
+Each model is measured on its own context *and* on common-length windows (the shortest
+context), because the first-position score is an average over the queries that see key 0 and so
+is biased toward short windows. Steps-to-sink: the first eval step at which the largest
+first-position head score exceeds `sink_threshold`. The first `long_seeds` seeds are trained for
+`long_factor` × the steps; with a constant learning rate and batches that are pure functions of
+(seed, step), their eval at the short budget is exactly a short run, so one sweep reports both
+budgets and whether the longer one flips the direction.
+
+Claims: (i) the paper's direction, seed-mean sink rate (ε = 0.3) rising with context (Spearman
+ρ ≥ 0.8), at the short and the long budget and on common-length windows; (ii) steps-to-sink
+growing with context (ρ ≥ 0.8; measured on the longest budget, 'never' ranked last). Outputs (results/context_length_sweep/<preset>/): metrics.json
+with per-run rows, `sink_vs_context.png`, `sink_over_training.png`, `steps_to_sink.png`.
+
+    python -m experiments.context_length_sweep --preset quick   # CPU, about 12 minutes
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from experiments import lm_sinks
+from sinks_jax import corpus, lm, metrics, plotting
+from sinks_jax.claims import check
+from sinks_jax.cli import Experiment, RunContext, main
+from sinks_jax.config import TrainConfig, require
+from sinks_jax.train import eval_schedule
+
+PAPER_STATEMENT = (
+    "Barbero et al. 2025, Fig. 5: models pre-trained with a longer context develop stronger "
+    "attention sinks (the sink metric rises with the context length, 128 → 2048)."
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ContextSweepConfig(lm.LMConfig):
+    """`data.seq_len` and `data.batch_size` are set per run from `contexts` and
+    `tokens_per_step`."""
+
+    contexts: tuple[int, ...] = (16, 32, 64, 128)
+    tokens_per_step: int = 2048
+    n_seeds: int = 3
+    long_factor: int = 4
+    long_seeds: int = 1
+    sink_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(
+            len(self.contexts) >= 2 and list(self.contexts) == sorted(set(self.contexts)),
+            "contexts",
+            self.contexts,
+            "at least two increasing context lengths",
+        )
+        require(min(self.contexts) >= 4, "contexts", self.contexts, "lengths >= 4")
+        require(self.n_seeds >= 1, "n_seeds", self.n_seeds, ">= 1")
+        require(self.long_factor >= 1, "long_factor", self.long_factor, ">= 1")
+        require(
+            0 <= self.long_seeds <= self.n_seeds,
+            "long_seeds",
+            self.long_seeds,
+            f"in [0, n_seeds={self.n_seeds}]",
+        )
+        require(
+            self.long_factor == 1 or self.optim.schedule == "constant",
+            "optim.schedule",
+            self.optim.schedule,
+            "'constant' when long_factor > 1 (the short budget is read from the long runs)",
+        )
+        require(
+            self.tokens_per_step >= max(self.contexts),
+            "tokens_per_step",
+            self.tokens_per_step,
+            f">= the longest context ({max(self.contexts)})",
+        )
+
+
+def _sweep_corpus(data: corpus.CorpusConfig, longest: int) -> corpus.CorpusConfig:
+    """Documents long enough to fill the longest context from BOS."""
+    return dataclasses.replace(
+        data, doc_len_min=longest + 1, doc_len_max=max(data.doc_len_max, 2 * longest)
+    )
+
+
+PRESETS = {
+    "quick": ContextSweepConfig(
+        model=lm_sinks.SMALL,
+        data=_sweep_corpus(lm_sinks.SYNTHETIC, 128),
+        optim=lm_sinks.QUICK_OPTIM,
+        train=TrainConfig(steps=600, eval_every=100, checkpoint_every=600, progress=False),
+    ),
+    "text": ContextSweepConfig(
+        model=lm_sinks.TEXT_MODEL,
+        data=lm_sinks.BUILTIN_TEXT,
+        optim=lm_sinks.QUICK_OPTIM,
+        train=TrainConfig(steps=600, eval_every=100, checkpoint_every=600, progress=False),
+        long_seeds=0,
+    ),
+    "paper": ContextSweepConfig(
+        model=lm_sinks.PAPER_MODEL,
+        data=lm_sinks.YOUR_CORPUS,
+        optim=dataclasses.replace(lm_sinks.PAPER_OPTIM, schedule="constant"),
+        train=TrainConfig(steps=2000, eval_every=200, checkpoint_every=500),
+        contexts=(128, 256, 512, 1024, 2048),
+        tokens_per_step=262_144,
+        n_seeds=1,
+        long_factor=1,
+        long_seeds=0,
+    ),
+}
+NOTES = {
+    "quick": "synthetic BB documents, d 64, 2 layers × 4 heads, contexts 16–128, 2048 tokens/step, "
+    "3 seeds × 600 steps, seed 0 on to 2400 (about 12 minutes)",
+    "text": "built-in Python docs, 4 layers, contexts 16–128, 2048 tokens/step, 3 seeds × 600 "
+    "steps (about 30 minutes on 2 cores)",
+    "paper": "GPU: the lm_sinks paper model at contexts 128–2048, 256k tokens/step, 2000 steps "
+    "(--set data.path=YOUR_CORPUS)",
+}
+
+
+def run_config(cfg: ContextSweepConfig, context: int, seed: int) -> lm.LMConfig:
+    base = lm.LMConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(lm.LMConfig)})
+    base = lm.with_context(base, context, cfg.tokens_per_step)
+    long = seed - cfg.seed < cfg.long_seeds
+    steps = cfg.train.steps * (cfg.long_factor if long else 1)
+    return dataclasses.replace(base, seed=seed, train=dataclasses.replace(cfg.train, steps=steps))
+
+
+def _summary(row: dict[str, Any]) -> dict[str, Any]:
+    common = row["extra"]["common"]
+    return {
+        "val_loss": row["val_loss"],
+        "sink_rate_0.3": row["sink_rate_0.3"],
+        "sink_rate_0.8": row["sink_rate_0.8"],
+        "max_head_score": row["max_head_score"],
+        "common_sink_rate_0.3": common["sink_rate_0.3"],
+        "common_max_head_score": common["max_head_score"],
+    }
+
+
+def run(cfg: ContextSweepConfig, ctx: RunContext) -> dict[str, Any]:
+    short = cfg.train.steps
+    long = short * cfg.long_factor
+    rows, curves = [], {}
+    for context in cfg.contexts:
+        for i in range(cfg.n_seeds):
+            c = run_config(cfg, context, cfg.seed + i)
+            store = corpus.build_store(c.data, c.corpus_seed)
+            common = corpus.eval_rows(store, c.data, c.corpus_seed, seq_len=min(cfg.contexts))
+            steps = sorted(set(eval_schedule(c.train.steps, c.train.eval_every)) | {short})
+            print(f"[context_length_sweep] context {context}, seed {c.seed}: {c.train.steps} steps")
+            r = lm.train_lm(
+                c,
+                ctx.out_dir / "runs" / f"ctx{context}_seed{c.seed}",
+                ctx.resume,
+                extra_batches={"common": common},
+                eval_steps=steps,
+            )
+            within = [e for e in r.evals if e["step"] <= short]
+            sink_step = lm.steps_to_sink(within, cfg.sink_threshold)
+            row = {
+                "context": context,
+                "seed": c.seed,
+                "budget": short,
+                **_summary(r.at_step(short)),
+                "steps_to_sink": sink_step,
+            }
+            rows.append(row)
+            if c.train.steps == long and long != short:
+                late = lm.steps_to_sink(r.evals, cfg.sink_threshold)
+                rows.append(
+                    {**row, "budget": long, **_summary(r.at_step(long)), "steps_to_sink": late}
+                )
+            if i == 0:
+                curves[context] = [
+                    (e["step"], e["sink_rate_0.3"], e["max_head_score"]) for e in r.evals
+                ]
+    summary = summarise(cfg, rows)
+    claims = make_claims(cfg, summary)
+    print(PAPER_STATEMENT)
+    figures = make_figures(ctx, cfg, rows, summary, curves)
+    return {
+        "claims": claims,
+        "paper_statement": PAPER_STATEMENT,
+        "runs": rows,
+        "summary": summary,
+        "tables": {
+            "Per context (seed mean)": summary["table"],
+            "Spearman ρ with context": summary["spearman_table"],
+        },
+        "figures": figures,
+    }
+
+
+def _never(value: int | None, budget: int) -> float:
+    """Steps-to-sink with 'never within the budget' ranked after every finite value (ties among
+    'never' share their rank)."""
+    return float(value) if value is not None else 10.0 * budget
+
+
+def summarise(cfg: ContextSweepConfig, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    short, long = cfg.train.steps, cfg.train.steps * cfg.long_factor
+    budgets = [short] + ([long] if cfg.long_seeds and long != short else [])
+    table, by_budget = [], {}
+    for budget in budgets:
+        means = {}
+        for context in cfg.contexts:
+            rs = [r for r in rows if r["context"] == context and r["budget"] == budget]
+            mean = {
+                k: float(np.mean([r[k] for r in rs]))
+                for k in ("sink_rate_0.3", "common_sink_rate_0.3", "max_head_score", "val_loss")
+            }
+            mean["steps_to_sink"] = float(
+                np.median([_never(r["steps_to_sink"], budget) for r in rs])
+            )
+            means[context] = mean
+            table.append({"budget": budget, "context": context, "seeds": len(rs), **mean})
+        by_budget[budget] = means
+    xs = list(cfg.contexts)
+
+    def rho(budget: int, key: str) -> float:
+        return metrics.spearman(xs, [by_budget[budget][c][key] for c in xs])
+
+    spearman = {
+        "own_short": rho(short, "sink_rate_0.3"),
+        "common_short": rho(short, "common_sink_rate_0.3"),
+        "steps_to_sink": rho(budgets[-1], "steps_to_sink"),  # the longest budget sees the most
+    }
+    if long in by_budget and long != short:
+        spearman["own_long"] = rho(long, "sink_rate_0.3")
+        spearman["common_long"] = rho(long, "common_sink_rate_0.3")
+    spearman_table = [{"quantity": k, "spearman": v} for k, v in spearman.items()]
+    flipped = None
+    if "own_long" in spearman and np.isfinite(spearman["own_long"]):
+        flipped = bool(np.sign(spearman["own_long"]) != np.sign(spearman["own_short"]))
+    return {
+        "table": table,
+        "by_budget": {str(b): v for b, v in by_budget.items()},
+        "spearman": spearman,
+        "spearman_table": spearman_table,
+        "long_budget_flips_direction": flipped,
+    }
+
+
+def make_claims(cfg: ContextSweepConfig, summary: dict[str, Any]) -> list:
+    s = summary["spearman"]
+    paper = "sinks stronger with longer context (Fig. 5)"
+    claims = [
+        check("(i) sink rate rises with context, own windows", s["own_short"], ">=", 0.8, paper),
+        check(
+            "(i) sink rate rises with context, common windows", s["common_short"], ">=", 0.8, paper
+        ),
+    ]
+    if "own_long" in s:
+        claims += [
+            check(
+                f"(i) at {cfg.long_factor}x budget, own windows", s["own_long"], ">=", 0.8, paper
+            ),
+            check(
+                f"(i) at {cfg.long_factor}x budget, common windows",
+                s["common_long"],
+                ">=",
+                0.8,
+                paper,
+            ),
+        ]
+    claims.append(
+        check(
+            "(ii) steps-to-sink grows with context",
+            s["steps_to_sink"],
+            ">=",
+            0.8,
+            "longer contexts need a larger logit gap (over-mixing law, b ∝ ln n)",
+        )
+    )
+    return claims
+
+
+def make_figures(ctx, cfg, rows, summary, curves) -> list[str]:
+    plt = plotting.plt
+    files: list[str] = []
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3), sharey=True)
+    for ax, key, title in (
+        (axes[0], "sink_rate_0.3", "own context"),
+        (axes[1], "common_sink_rate_0.3", f"common windows (length {min(cfg.contexts)})"),
+    ):
+        for budget in sorted({r["budget"] for r in rows}):
+            rs = [r for r in rows if r["budget"] == budget]
+            mean = [np.mean([r[key] for r in rs if r["context"] == c]) for c in cfg.contexts]
+            std = [np.std([r[key] for r in rs if r["context"] == c]) for c in cfg.contexts]
+            ax.errorbar(
+                cfg.contexts, mean, yerr=std, marker="o", capsize=3, label=f"{budget} steps"
+            )
+        ax.set(xscale="log", xlabel="training context", title=title)
+        ax.set_xticks(cfg.contexts, [str(c) for c in cfg.contexts])
+        ax.legend()
+    axes[0].set_ylabel("sink rate (ε = 0.3)")
+    fig.suptitle("sink rate vs training context (seed mean ± std)")
+    fig.tight_layout()
+    files += ctx.save_figure(fig, "sink_vs_context")
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    for context, curve in curves.items():
+        steps = [max(s, 1) for s, _, _ in curve]
+        axes[0].plot(steps, [m for _, _, m in curve], label=f"context {context}")
+        axes[1].plot(steps, [r for _, r, _ in curve], label=f"context {context}")
+    axes[0].axhline(cfg.sink_threshold, color="gray", ls="--", lw=0.8)
+    axes[0].set(xscale="log", xlabel="step", ylabel="largest first-position head score")
+    axes[1].set(xscale="log", xlabel="step", ylabel="sink rate (ε = 0.3)")
+    axes[0].legend()
+    fig.suptitle(f"over training (seed {cfg.seed})")
+    fig.tight_layout()
+    files += ctx.save_figure(fig, "sink_over_training")
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    longest = max(r["budget"] for r in rows)
+    for r in [r for r in rows if r["budget"] == longest]:
+        y = r["steps_to_sink"]
+        ax.scatter(r["context"], y if y is not None else longest, color="C0" if y else "C3")
+        if y is None:
+            ax.annotate("never", (r["context"], longest), fontsize=6, color="C3")
+    ax.set_title(f"within {longest} steps")
+    ax.set(
+        xscale="log",
+        xlabel="training context",
+        ylabel=f"steps until a head score > {cfg.sink_threshold}",
+    )
+    ax.set_xticks(cfg.contexts, [str(c) for c in cfg.contexts])
+    fig.tight_layout()
+    files += ctx.save_figure(fig, "steps_to_sink")
+    return files
+
+
+EXPERIMENT = Experiment("context_length_sweep", __doc__, PRESETS, run, NOTES)
+
+if __name__ == "__main__":
+    raise SystemExit(main(EXPERIMENT))

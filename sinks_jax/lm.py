@@ -1,0 +1,242 @@
+"""Small GPT language models on a `sinks_jax.corpus`: configuration, training entry point and the
+sink measurements of Gu et al. 2025 (ICLR) and Barbero et al. 2025 (arXiv 2504.02732, §4–5).
+
+Gu's sink metric: the score of key k for (layer, head) is the mean over the queries that see k of
+A[q, k]; the sink rate at ε is the share of (layer, head) whose first-position score exceeds ε.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import string
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from sinks_jax import corpus, metrics
+from sinks_jax.attention import causal_mask, document_mask
+from sinks_jax.config import ModelConfig, OptimConfig, TrainConfig, require
+from sinks_jax.data import Batch
+from sinks_jax.model import GPT, Capture
+from sinks_jax.train import TrainResult, train
+
+
+@dataclasses.dataclass(frozen=True)
+class LMConfig:
+    """A small GPT on a corpus. `model.vocab_size` follows the tokenizer (bytes + specials, plus
+    the BPE vocabulary with `data.tokenizer=bpe`); `sink_eps` are the ε of the sink rates."""
+
+    model: ModelConfig = ModelConfig(
+        vocab_size=corpus.VOCAB_SIZE, d_model=64, d_mlp=256, n_layers=2, n_heads=4, max_len=64
+    )
+    data: corpus.CorpusConfig = corpus.CorpusConfig()
+    optim: OptimConfig = OptimConfig(name="adamw", lr=1e-3, b2=0.99, weight_decay=0.1)
+    train: TrainConfig = TrainConfig(steps=1000, eval_every=100, checkpoint_every=500)
+    seed: int = 0
+    corpus_seed: int = 0  # synthetic documents are the same for every training seed
+    sink_eps: tuple[float, ...] = (0.3, 0.8)
+
+    def __post_init__(self) -> None:
+        vocab = corpus.vocab_size(self.data)
+        if self.model.vocab_size != vocab:  # derived field: keep it in step with the tokenizer
+            object.__setattr__(self, "model", dataclasses.replace(self.model, vocab_size=vocab))
+        if self.model.positions == "learned":
+            require(
+                self.model.max_len >= self.data.seq_len,
+                "model.max_len",
+                self.model.max_len,
+                f">= data.seq_len={self.data.seq_len}",
+            )
+        for e in self.sink_eps:
+            require(0.0 < e < 1.0, "sink_eps", self.sink_eps, "numbers in (0, 1)")
+
+
+def with_context(cfg: LMConfig, seq_len: int, tokens_per_step: int) -> LMConfig:
+    """The same run at another context length, keeping tokens per step constant."""
+    batch = max(1, tokens_per_step // seq_len)
+    data = dataclasses.replace(cfg.data, seq_len=seq_len, batch_size=batch)
+    return dataclasses.replace(
+        cfg,
+        data=data,
+        model=dataclasses.replace(cfg.model, max_len=max(seq_len, cfg.model.max_len)),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class LMRun:
+    """A trained model, its corpus, the fixed validation batch and the eval rows over training.
+    Every eval row holds `sink_summary` of the validation batch and, under `extra[name]`, of each
+    extra batch passed to `train_lm`."""
+
+    cfg: LMConfig
+    store: corpus.TokenStore
+    batch: Batch
+    result: TrainResult
+
+    @property
+    def evals(self) -> list[dict[str, Any]]:
+        return self.result.evals()
+
+    def model(self) -> nnx.Module:
+        return self.result.model()
+
+    def at_step(self, step: int) -> dict[str, Any]:
+        """The eval row of `step` (it must be an eval step)."""
+        rows = [r for r in self.evals if r["step"] == step]
+        if not rows:
+            steps = [r["step"] for r in self.evals]
+            raise ValueError(f"no eval at step {step}; eval steps: {steps}")
+        return rows[0]
+
+
+def train_lm(
+    cfg: LMConfig,
+    out_dir: Path | None,
+    resume: bool = False,
+    extra_batches: dict[str, Batch] | None = None,
+    eval_steps: list[int] | None = None,
+) -> LMRun:
+    """Train `GPT(cfg.model)` on the packed corpus; every eval is `sink_summary` on one fixed
+    validation batch (the same for every training seed) and on each of `extra_batches`."""
+    store = corpus.build_store(cfg.data, cfg.corpus_seed)
+    batch = corpus.eval_rows(store, cfg.data, cfg.corpus_seed)
+    extra = extra_batches or {}
+
+    def eval_fn(model: nnx.Module, step: int) -> dict[str, Any]:
+        row = sink_summary(model, batch, cfg.sink_eps)
+        if extra:
+            row["extra"] = {k: sink_summary(model, b, cfg.sink_eps) for k, b in extra.items()}
+        return row
+
+    result = train(
+        cfg,
+        lambda rngs: GPT(cfg.model, rngs=rngs),
+        lambda step: corpus.packed_batch(store, cfg.data, cfg.seed, step),
+        out_dir=out_dir,
+        resume=resume,
+        eval_fn=eval_fn,
+        eval_steps=eval_steps,
+    )
+    return LMRun(cfg, store, batch, result)
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurements
+
+
+def attention_mask(batch: Batch) -> jax.Array:
+    b, t = batch.inputs.shape
+    if batch.segment_ids is None:
+        return jnp.broadcast_to(causal_mask(t), (b, t, t))
+    return document_mask(jnp.asarray(batch.segment_ids))
+
+
+def key_scores(att_BxHxTxT: jax.Array, mask_BxTxT: jax.Array) -> jax.Array:
+    """[B,H,T] per sequence: mean over the queries that see key k of A[q, k]."""
+    sees = mask_BxTxT[:, None].astype(att_BxHxTxT.dtype)
+    return (att_BxHxTxT * sees).sum(2) / jnp.maximum(sees.sum(2), 1.0)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(graphdef, params, inputs, segment_ids, positions):
+    model = nnx.merge(graphdef, params)
+    return model(
+        inputs,
+        segment_ids_BxT=segment_ids,
+        positions_BxT=positions,
+        capture=Capture(attention=True, residual=True),
+    )
+
+
+def forward(model: nnx.Module, batch: Batch):
+    graphdef, params = nnx.split(model)
+    seg = None if batch.segment_ids is None else jnp.asarray(batch.segment_ids)
+    pos = None if batch.positions is None else jnp.asarray(batch.positions)
+    return _forward(graphdef, params, jnp.asarray(batch.inputs), seg, pos)
+
+
+def val_loss(out, batch: Batch) -> float:
+    ce = optax.softmax_cross_entropy_with_integer_labels(out.logits, jnp.asarray(batch.targets))
+    mask = jnp.ones_like(ce) if batch.loss_mask is None else jnp.asarray(batch.loss_mask)
+    return float((ce * mask).sum() / jnp.maximum(mask.sum(), 1.0))
+
+
+PUNCTUATION = np.frombuffer(string.punctuation.encode(), np.uint8)
+
+
+def token_classes(inputs_BxT: np.ndarray) -> dict[str, np.ndarray]:
+    """[B,T] masks of the token classes whose sink scores we report (byte-level classes are
+    empty under BPE)."""
+    x = np.asarray(inputs_BxT)
+    first = np.zeros_like(x, bool)
+    starts_bos = x[:, 0] == corpus.BOS
+    first[starts_bos, 1] = True
+    first[~starts_bos, 0] = True
+    bos = x == corpus.BOS
+    at_start = np.zeros_like(bos)
+    at_start[:, 0] = bos[:, 0]
+    return {
+        "BOS": bos,
+        "BOS at position 0": at_start,
+        "BOS mid-window": bos & ~at_start,
+        "first non-BOS token": first,
+        "EOS": x == corpus.EOS,
+        "newline": x == 10,
+        "space": x == 32,
+        "punctuation": np.isin(x, PUNCTUATION),
+    }
+
+
+def sink_summary(model: nnx.Module, batch: Batch, eps: tuple[float, ...] = (0.3, 0.8)) -> dict:
+    """Validation loss, first-position scores [L,H], sink rates (overall and per layer) at each ε,
+    the largest head score, scores by token class (max over heads, mean over heads), and the BOS
+    / first-position residual norm against the others per layer."""
+    out = forward(model, batch)
+    mask = attention_mask(batch)
+    real = np.asarray(batch.inputs) != corpus.PAD
+    classes = token_classes(np.asarray(batch.inputs))
+    first, by_class, residual = [], {k: [] for k in classes}, []
+    for obs in out.layers:
+        ks = np.asarray(key_scores(obs.attn_weights, mask))  # [B,H,T]
+        first.append(ks[:, :, 0].mean(0))
+        for name, m in classes.items():
+            m = m & real
+            by_class[name].append(
+                (ks * m[:, None]).sum((0, 2)) / max(m.sum(), 1)
+                if m.any()
+                else np.full(ks.shape[1], np.nan)
+            )
+        norms = np.linalg.norm(np.asarray(obs.residual), axis=-1)  # [B,T]
+        others = (norms[:, 1:] * real[:, 1:]).sum() / max(real[:, 1:].sum(), 1)
+        residual.append({"first": float(norms[:, 0].mean()), "others": float(others)})
+    first = np.stack(first)  # [L,H]
+    result: dict[str, Any] = {
+        "val_loss": val_loss(out, batch),
+        "first_scores": first.tolist(),
+        "max_head_score": float(first.max()),
+        "residual_first_vs_others": residual,
+        "massive_activations": metrics.massive_activations(out.layers[-1].residual)["count"],
+    }
+    for e in eps:
+        result[f"sink_rate_{e:g}"] = metrics.sink_rate(first, e)
+        result[f"sink_rate_by_layer_{e:g}"] = [float((row > e).mean()) for row in first]
+    result["class_scores_max"] = {
+        k: float(np.nanmax(np.stack(v))) if not np.all(np.isnan(v)) else None
+        for k, v in by_class.items()
+    }
+    result["class_scores_mean"] = {
+        k: float(np.nanmean(np.stack(v))) if not np.all(np.isnan(v)) else None
+        for k, v in by_class.items()
+    }
+    return result
+
+
+def steps_to_sink(evals: list[dict], threshold: float = 0.5) -> int | None:
+    """First eval step whose largest first-position head score exceeds `threshold`."""
+    return next((r["step"] for r in evals if r["max_head_score"] > threshold), None)

@@ -1,0 +1,184 @@
+"""Small-GPT experiments (issue 8) at a tiny scale: a few dozen steps, asserting the mechanics
+(configs, every output, the measurements' definitions), not the science."""
+
+import dataclasses
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from experiments import context_length_sweep as cls
+from experiments import depth_sweep as ds
+from experiments import lm_sinks
+from experiments import packing_sweep as ps
+from sinks_jax import corpus, lm, metrics
+from sinks_jax.cli import RunContext, main
+from sinks_jax.config import ModelConfig, TrainConfig
+from sinks_jax.errors import ConfigError
+from sinks_jax.model import GPT
+
+TINY_MODEL = ModelConfig(
+    vocab_size=corpus.VOCAB_SIZE, d_model=16, d_mlp=32, n_layers=1, n_heads=2, max_len=32
+)
+TINY_TRAIN = TrainConfig(steps=12, eval_every=6, checkpoint_every=12, progress=False)
+
+
+def _data(tmp_path, **kw):
+    base = dict(
+        source="synthetic_bb",
+        n_docs=80,
+        doc_len_min=33,
+        doc_len_max=60,
+        seq_len=16,
+        batch_size=8,
+        eval_batch_size=8,
+        packing="one_doc_per_row",
+        cache_dir=str(tmp_path / "cache"),
+    )
+    return corpus.CorpusConfig(**{**base, **kw})
+
+
+def _ctx(tmp_path, name="out"):
+    return RunContext(out_dir=tmp_path / name, preset="tiny", resume=False, pdf=False)
+
+
+def test_key_scores_average_over_the_queries_that_see_each_key():
+    att = jnp.asarray(np.tril(np.ones((3, 3))) / np.arange(1, 4)[:, None])[None, None]
+    mask = jnp.asarray(np.tril(np.ones((3, 3), bool)))[None]
+    scores = np.asarray(lm.key_scores(att, mask))[0, 0]
+    np.testing.assert_allclose(scores, [(1 + 1 / 2 + 1 / 3) / 3, (1 / 2 + 1 / 3) / 2, 1 / 3])
+
+
+def test_spearman_handles_ties_and_constants():
+    assert metrics.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert metrics.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert metrics.spearman([1, 2, 3], [1, 1, 2]) == pytest.approx(np.sqrt(3) / 2)
+    assert np.isnan(metrics.spearman([1, 2, 3], [5, 5, 5]))
+
+
+def test_token_classes_split_first_and_mid_window_bos():
+    x = np.array([[corpus.BOS, 65, corpus.BOS, 10, 32, 33], [70, corpus.EOS, 71, 72, 73, 74]])
+    c = lm.token_classes(x)
+    assert c["BOS at position 0"].sum() == 1 and c["BOS mid-window"].sum() == 1
+    assert c["first non-BOS token"][0, 1] and c["first non-BOS token"][1, 0]
+    assert c["EOS"].sum() == 1 and c["newline"].sum() == 1 and c["space"].sum() == 1
+
+
+def test_sink_summary_of_an_untrained_model_shows_no_sink(tmp_path):
+    cfg = lm.LMConfig(model=TINY_MODEL, data=_data(tmp_path), train=TINY_TRAIN)
+    store = corpus.build_store(cfg.data)
+    batch = corpus.eval_rows(store, cfg.data, 0)
+    model = GPT(cfg.model, rngs=nnx.Rngs(0))
+    summary = lm.sink_summary(model, batch)
+    assert 0.0 <= summary["max_head_score"] < 0.5 and summary["sink_rate_0.3"] == 0.0
+    assert np.isfinite(summary["val_loss"]) and summary["val_loss"] > 0
+    assert set(summary["class_scores_max"]) >= {"BOS", "EOS", "first non-BOS token"}
+
+
+def test_lm_config_follows_the_tokenizer_and_checks_context(tmp_path):
+    cfg = lm.LMConfig(model=TINY_MODEL, data=_data(tmp_path, tokenizer="bpe", bpe_vocab=300))
+    assert cfg.model.vocab_size == corpus.VOCAB_SIZE + 300
+    with pytest.raises(ConfigError, match="max_len"):
+        lm.LMConfig(model=TINY_MODEL, data=_data(tmp_path, seq_len=64))
+
+
+def test_lm_sinks_tiny_run_writes_claims_and_figures(tmp_path):
+    cfg = lm.LMConfig(model=TINY_MODEL, data=_data(tmp_path), train=TINY_TRAIN)
+    out = lm_sinks.run(cfg, _ctx(tmp_path))
+    names = [c.name for c in out["claims"]]
+    assert names == ["sink_rate_0.3_final", "sink_rate_0.3_at_step_0"]
+    assert out["claims"][1].passed  # no sink at initialisation
+    for f in ("sink_rate_over_training.png", "sink_heatmap.png", "attention_maps.png"):
+        assert (tmp_path / "out" / f).exists()
+    rows = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "eval"][-1] == 12
+    assert out["corpus"]["source"] == "synthetic_bb"
+
+
+def test_context_sweep_reads_the_short_budget_from_the_long_runs(tmp_path):
+    cfg = cls.ContextSweepConfig(
+        model=TINY_MODEL,
+        data=_data(tmp_path),
+        train=dataclasses.replace(TINY_TRAIN, steps=6, eval_every=3),
+        contexts=(8, 16),
+        tokens_per_step=64,
+        n_seeds=2,
+        long_factor=2,
+        long_seeds=1,
+    )
+    c8 = cls.run_config(cfg, 8, cfg.seed)
+    assert c8.data.batch_size == 8 and c8.data.seq_len == 8 and c8.train.steps == 12
+    assert cls.run_config(cfg, 16, cfg.seed + 1).train.steps == 6
+    out = cls.run(cfg, _ctx(tmp_path))
+    budgets = sorted({(r["context"], r["seed"], r["budget"]) for r in out["runs"]})
+    assert budgets == [(8, 0, 6), (8, 0, 12), (8, 1, 6), (16, 0, 6), (16, 0, 12), (16, 1, 6)]
+    assert {"own_short", "common_short", "steps_to_sink", "own_long"} <= set(
+        out["summary"]["spearman"]
+    )
+    assert len(out["claims"]) == 5
+    for f in ("sink_vs_context.png", "sink_over_training.png", "steps_to_sink.png"):
+        assert (tmp_path / "out" / f).exists()
+    with pytest.raises(ConfigError, match="schedule"):
+        dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, schedule="cosine"))
+
+
+def test_depth_sweep_measures_mixing_with_and_without_bos(tmp_path):
+    cfg = ds.DepthSweepConfig(
+        model=TINY_MODEL,
+        data=_data(tmp_path),
+        train=TINY_TRAIN,
+        depths=(1, 2),
+        n_seeds=1,
+        mixing_sequences=2,
+        mixing_length=8,
+    )
+    assert ds.run_config(cfg, 2, 0).model.n_layers == 2
+    store = corpus.build_store(cfg.data)
+    with_bos, without = ds.mixing_inputs(store, 2, 8)
+    assert with_bos.shape == (2, 8) and without.shape == (2, 7)
+    np.testing.assert_array_equal(with_bos[:, 1:], without)
+    out = ds.run(cfg, _ctx(tmp_path))
+    assert [r["depth"] for r in out["runs"]] == [1, 2]
+    assert all(r["mixing_with_bos"] > 0 and 0 < r["mu_with_bos"] <= 1 for r in out["runs"])
+    for f in ("sink_vs_depth.png", "sink_by_layer.png", "mixing_vs_depth.png"):
+        assert (tmp_path / "out" / f).exists()
+
+
+def test_packing_sweep_evaluates_every_strategy_in_every_format(tmp_path):
+    cfg = ps.PackingSweepConfig(
+        model=TINY_MODEL,
+        data=_data(tmp_path, doc_len_min=10, doc_len_max=30),
+        train=TINY_TRAIN,
+        inference_rows=8,
+        perturb_sequences=4,
+    )
+    out = ps.run(cfg, _ctx(tmp_path))
+    assert [r["training packing"] for r in out["losses"]] == list(corpus.PACKINGS)
+    for row in out["losses"]:
+        assert all(np.isfinite(row[f]) for f in corpus.INFERENCE_FORMATS)
+    assert len(out["claims"]) == 6
+    spread = out["perturbation_spread"]
+    # Changing a token never changes earlier positions (causality), so the curves start after it.
+    assert np.asarray(spread["curve_with_bos"]).shape[1] == cfg.data.seq_len - 1 - 1 - (
+        (cfg.data.seq_len - 1) // 2
+    )
+    for f in ("loss_table.png", "sink_locations.png", "perturbation_spread.png"):
+        assert (tmp_path / "out" / f).exists()
+
+
+def test_cli_reports_a_missing_corpus_in_one_line(tmp_path, capsys):
+    code = main(
+        lm_sinks.EXPERIMENT,
+        [
+            "--out",
+            str(tmp_path / "o"),
+            "--set",
+            "data.source=path",
+            "--set",
+            f"data.path={tmp_path / 'nowhere'}",
+        ],
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "does not exist" in err[0]

@@ -13,7 +13,8 @@ budgets and whether the longer one flips the direction.
 Claims: (i) the paper's direction, seed-mean sink rate (ε = 0.3) rising with context (Spearman
 ρ ≥ 0.8), at the short and the long budget and on common-length windows; (ii) steps-to-sink
 growing with context (ρ ≥ 0.8; measured on the longest budget, 'never' ranked last).
-Outputs (results/context_length_sweep/<preset>/): metrics.json with per-run rows, `sink_vs_context.png`, `sink_over_training.png`, `steps_to_sink.png`.
+Outputs (results/context_length_sweep/<preset>/): metrics.json with per-run rows,
+`sink_vs_context.png`, `sink_over_training.png`, `steps_to_sink.png`.
 
     python -m experiments.context_length_sweep --preset quick   # CPU, about 12 minutes
 """

@@ -126,7 +126,7 @@ NOTES = {
 
 
 def run_config(cfg: ContextSweepConfig, context: int, seed: int) -> lm.LMConfig:
-    base = lm.LMConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(lm.LMConfig)})
+    base = lm.base_config(cfg)
     base = lm.with_context(base, context, cfg.tokens_per_step)
     long = seed - cfg.seed < cfg.long_seeds
     steps = cfg.train.steps * (cfg.long_factor if long else 1)
@@ -189,6 +189,7 @@ def run(cfg: ContextSweepConfig, ctx: RunContext) -> dict[str, Any]:
     return {
         "claims": claims,
         "paper_statement": PAPER_STATEMENT,
+        "corpus": store.info,
         "runs": rows,
         "summary": summary,
         "tables": {

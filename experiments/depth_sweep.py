@@ -96,7 +96,7 @@ NOTES = {
 
 
 def run_config(cfg: DepthSweepConfig, depth: int, seed: int) -> lm.LMConfig:
-    base = lm.LMConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(lm.LMConfig)})
+    base = lm.base_config(cfg)
     return dataclasses.replace(
         base, seed=seed, model=dataclasses.replace(cfg.model, n_layers=depth)
     )
@@ -182,6 +182,7 @@ def run(cfg: DepthSweepConfig, ctx: RunContext) -> dict[str, Any]:
     figures = make_figures(ctx, cfg, rows, table)
     return {
         "claims": claims,
+        "corpus": r.store.info,
         "runs": rows,
         "spearman_0.3": rho,
         "spearman_0.8": rho_08,

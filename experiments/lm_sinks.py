@@ -11,7 +11,7 @@ residual norm against the others per layer; massive activations (Sun et al. 2024
 Presets: `quick` trains on synthetic Bigram-Backcopy documents, where heads need a no-op and a
 sink forms within minutes on a CPU; `text` trains on the built-in corpus (Python's own English
 documentation) at the largest scale that fits about 30 minutes on 2 CPU cores; `paper` is a
-≈ 60 M-parameter model for a GPU on your corpus (`--set data.path=...`).
+47 M-parameter model for a GPU on your corpus (`--set data.path=...`).
 Outputs (results/lm_sinks/<preset>/): metrics.json with claims, attention maps, the sink rate
 over training, and the per-layer sink heatmap.
 
@@ -113,7 +113,7 @@ NOTES = {
     "1000 steps (about 2 minutes)",
     "text": "built-in Python docs, bytes, d 64, 4 layers × 4 heads, context 128, 2048 tokens/step, "
     "12k steps (about 30 minutes on 2 cores)",
-    "paper": "GPU: d 512, 12 layers × 8 heads (≈ 60 M parameters with BPE 8k), context 1024, "
+    "paper": "GPU: d 512, 12 layers × 8 heads (47 M parameters with BPE 8k), context 1024, "
     "256k tokens/step, 2000 steps ≈ 0.5 B tokens; needs --set data.path=YOUR_CORPUS",
 }
 

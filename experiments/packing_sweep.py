@@ -98,7 +98,7 @@ NOTES = {
 
 
 def run_config(cfg: PackingSweepConfig, packing: str) -> lm.LMConfig:
-    base = lm.LMConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(lm.LMConfig)})
+    base = lm.base_config(cfg)
     return dataclasses.replace(base, data=dataclasses.replace(cfg.data, packing=packing))
 
 
@@ -181,6 +181,7 @@ def run(cfg: PackingSweepConfig, ctx: RunContext) -> dict[str, Any]:
     ]
     return {
         "claims": claims,
+        "corpus": store.info,
         "losses": loss_rows,
         "first_position_sink_rates": sink_rows,
         "sink_locations": location_rows,

@@ -16,7 +16,8 @@ Packing strategies (Barbero et al. 2025 §5; Gu et al. 2025, Fig. 1):
 1. `bos_per_doc_causal`: [BOS doc BOS doc …] back to back, cut into windows at random offsets,
    plain causal attention across documents (BOS tokens appear mid-window);
 2. `bos_per_doc_masked`: as 1, attention restricted to the same document (segment mask),
-   positions restarting at each BOS, the next document's BOS not predicted;
+   positions restarting at each BOS (and at the window start), the next document's BOS not
+   predicted;
 3. `bos_window_start`: [doc EOS doc EOS …] cut at random offsets, BOS prepended to each window;
 4. `no_bos`: as 3 without BOS;
 5. `one_doc_per_row`: BOS + one document from its start + EOS, padding masked out of the loss.
@@ -218,9 +219,9 @@ class TokenStore:
     def doc(self, i: int) -> np.ndarray:
         return self.tokens[self.offsets[i] : self.offsets[i + 1]]
 
-    def stream(self, split: str, separator: str = "eos") -> tuple[np.ndarray, np.ndarray]:
+    def stream(self, split: str, separator: str = "eos") -> np.ndarray:
         """The split's documents back to back (cached): with `separator="eos"` each followed by
-        EOS, with `"bos"` each preceded by BOS. Returns (tokens, position within document)."""
+        EOS, with `"bos"` each preceded by BOS."""
         key = f"_stream_{split}_{separator}"
         if key not in self.__dict__:
             docs = self.train_docs if split == "train" else self.val_docs
@@ -229,8 +230,7 @@ class TokenStore:
                 np.concatenate([self.doc(i), sep] if separator == "eos" else [sep, self.doc(i)])
                 for i in docs
             ]
-            pos = [np.arange(len(p), dtype=np.int32) for p in parts]
-            object.__setattr__(self, key, (np.concatenate(parts), np.concatenate(pos)))
+            object.__setattr__(self, key, np.concatenate(parts))
         return self.__dict__[key]
 
 
@@ -385,7 +385,7 @@ def pack_rows(store: TokenStore, packing: str, split: str, rng, n: int, seq_len:
     segs = np.ones((n, length), np.int64)
     if packing in ("bos_per_doc_causal", "bos_per_doc_masked", "bos_window_start", "no_bos"):
         separator = "bos" if packing.startswith("bos_per_doc") else "eos"
-        stream, doc_pos = store.stream(split, separator)
+        stream = store.stream(split, separator)
         take = length - (packing == "bos_window_start")
         if len(stream) <= take:
             raise DataError(
@@ -398,8 +398,10 @@ def pack_rows(store: TokenStore, packing: str, split: str, rng, n: int, seq_len:
             toks = np.concatenate([np.full((n, 1), BOS), toks], axis=1)
         if separator == "bos":  # a new segment at every BOS; a leading partial document is 1
             segs = np.cumsum(toks == BOS, axis=1) + (toks[:, :1] != BOS)
-            if packing == "bos_per_doc_masked":
-                pos = _windows(doc_pos, starts, take)
+            if packing == "bos_per_doc_masked":  # positions count from each segment's start
+                col = np.broadcast_to(np.arange(length), (n, length))
+                seg_start = np.maximum.accumulate(np.where(toks == BOS, col, 0), axis=1)
+                pos = col - seg_start
     else:  # one_doc_per_row
         toks = np.full((n, length), PAD, np.int64)
         for r in range(n):

@@ -13,6 +13,7 @@ import string
 from pathlib import Path
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -55,6 +56,11 @@ class LMConfig:
             )
         for e in self.sink_eps:
             require(0.0 < e < 1.0, "sink_eps", self.sink_eps, "numbers in (0, 1)")
+
+
+def base_config(cfg: LMConfig) -> LMConfig:
+    """The plain `LMConfig` part of a sweep's config (its extra fields dropped)."""
+    return LMConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(LMConfig)})
 
 
 def with_context(cfg: LMConfig, seq_len: int, tokens_per_step: int) -> LMConfig:
@@ -139,6 +145,7 @@ def attention_mask(batch: Batch) -> jax.Array:
 
 def key_scores(att_BxHxTxT: jax.Array, mask_BxTxT: jax.Array) -> jax.Array:
     """[B,H,T] per sequence: mean over the queries that see key k of A[q, k]."""
+    chex.assert_rank([att_BxHxTxT, mask_BxTxT], [4, 3])
     sees = mask_BxTxT[:, None].astype(att_BxHxTxT.dtype)
     return (att_BxHxTxT * sees).sum(2) / jnp.maximum(sees.sum(2), 1.0)
 

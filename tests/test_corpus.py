@@ -123,7 +123,7 @@ def test_bos_per_doc_masked_restarts_segments_and_positions_at_bos(tmp_path):
     seg, pos, x = b.segment_ids, b.positions, b.inputs
     new_doc = x[:, 1:] == BOS
     np.testing.assert_array_equal(np.diff(seg, axis=1), new_doc.astype(int))
-    assert (pos[x == BOS] == 0).all()
+    assert (pos[x == BOS] == 0).all() and pos[:, 0].max() == 0 and pos.max() < x.shape[1]
     same = ~new_doc
     np.testing.assert_array_equal(np.diff(pos, axis=1)[same], 1)
     # The next document's BOS is never a target.

@@ -147,8 +147,8 @@ def test_depth_sweep_measures_mixing_with_and_without_bos(tmp_path):
 
 
 def test_packing_sweep_evaluates_every_strategy_in_every_format(tmp_path):
-    cfg = ps.PackingSweepConfig(
-        model=TINY_MODEL,
+    cfg = ps.PackingSweepConfig(  # max_len == seq_len: a position past the window would be NaN
+        model=dataclasses.replace(TINY_MODEL, max_len=16),
         data=_data(tmp_path, doc_len_min=10, doc_len_max=30),
         train=TINY_TRAIN,
         inference_rows=8,

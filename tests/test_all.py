@@ -1,0 +1,39 @@
+"""`python -m experiments.all`: every module is listed, has quick and paper presets, and runs."""
+
+import importlib
+import pkgutil
+
+import pytest
+
+import experiments
+import proofs_numeric
+from experiments import all as run_all
+
+
+def test_every_module_with_an_experiment_is_listed():
+    found = set()
+    for package in (experiments, proofs_numeric):
+        for info in pkgutil.iter_modules(package.__path__):
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+            if hasattr(module, "EXPERIMENT"):
+                found.add(module.__name__)
+    assert found == set(run_all.MODULES)
+    for m in run_all.MODULES:
+        assert {"quick", "paper"} <= set(run_all.presets_of(m)), m
+
+
+def test_unknown_module_is_a_clear_error():
+    with pytest.raises(SystemExit, match="unknown module"):
+        run_all.select("nope")
+
+
+def test_runs_the_selected_modules_and_summarises_their_claims(tmp_path):
+    code = run_all.main(["--only", "adam_vs_sgd_peak", "--out", str(tmp_path)])
+    summary = (tmp_path / "summary.md").read_text()
+    assert code == 0 and "| adam_vs_sgd_peak | ok |" in summary
+    assert (tmp_path / "adam_vs_sgd_peak" / "metrics.json").exists()
+    assert (
+        run_all.main(["--only", "adam_vs_sgd_peak", "--preset", "text", "--out", str(tmp_path)])
+        == 0
+    )
+    assert "no 'text' preset" in (tmp_path / "summary.md").read_text()

@@ -57,6 +57,8 @@ PACKINGS = (
 
 @dataclasses.dataclass(frozen=True)
 class CorpusConfig:
+    """Where the documents come from, how they are tokenised and how they fill a window."""
+
     source: str = "synthetic_bb"
     path: str = ""  # for source=path
     separator: str = "\n\n\n"  # for a single .txt file
@@ -100,6 +102,8 @@ class CorpusConfig:
         require(0 < self.val_fraction < 1, "data.val_fraction", self.val_fraction, "in (0, 1)")
         require(self.seq_len >= 4, "data.seq_len", self.seq_len, ">= 4")
         require(self.batch_size >= 1, "data.batch_size", self.batch_size, ">= 1")
+        require(self.eval_batch_size >= 1, "data.eval_batch_size", self.eval_batch_size, ">= 1")
+        require(self.n_docs >= 2, "data.n_docs", self.n_docs, ">= 2 (train and validation)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -222,7 +222,16 @@ def summarise(cfg: ContextSweepConfig, rows: list[dict[str, Any]]) -> dict[str, 
                 np.median([_never(r["steps_to_sink"], budget) for r in rs])
             )
             means[context] = mean
-            table.append({"budget": budget, "context": context, "seeds": len(rs), **mean})
+            shown = mean["steps_to_sink"] if mean["steps_to_sink"] <= budget else "never"
+            table.append(
+                {
+                    "budget": budget,
+                    "context": context,
+                    "seeds": len(rs),
+                    **mean,
+                    "steps_to_sink": shown,  # seed median
+                }
+            )
         by_budget[budget] = means
     xs = list(cfg.contexts)
 
@@ -301,6 +310,7 @@ def make_figures(ctx, cfg, rows, summary, curves) -> list[str]:
             )
         ax.set(xscale="log", xlabel="training context", title=title)
         ax.set_xticks(cfg.contexts, [str(c) for c in cfg.contexts])
+        ax.minorticks_off()
         ax.legend()
     axes[0].set_ylabel("sink rate (ε = 0.3)")
     fig.suptitle("sink rate vs training context (seed mean ± std)")
@@ -334,6 +344,7 @@ def make_figures(ctx, cfg, rows, summary, curves) -> list[str]:
         ylabel=f"steps until a head score > {cfg.sink_threshold}",
     )
     ax.set_xticks(cfg.contexts, [str(c) for c in cfg.contexts])
+    ax.minorticks_off()
     fig.tight_layout()
     files += ctx.save_figure(fig, "steps_to_sink")
     return files

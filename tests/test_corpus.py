@@ -189,3 +189,30 @@ def test_bad_corpora_give_clear_errors(tmp_path):
     store = corpus.build_store(tiny)
     with pytest.raises(DataError, match="fewer than one window"):
         corpus.packed_batch(store, dataclasses.replace(tiny, packing="no_bos"), 0, 0)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"per_doc_table": True}, {"source": "synthetic_markov"}],
+    ids=["bb_shared_table", "bb_per_doc_table", "markov"],
+)
+def test_synthetic_documents_respect_lengths_and_vocabulary(tmp_path, kw):
+    cfg = _cfg(tmp_path, synthetic_vocab=12, **kw)
+    docs = corpus.synthetic_documents(cfg, seed=0)
+    lengths = np.array([len(d) for d in docs])
+    assert len(docs) == cfg.n_docs
+    assert lengths.min() >= cfg.doc_len_min and lengths.max() <= cfg.doc_len_max
+    vocab = 67 if not kw else cfg.synthetic_vocab  # the Shakespeare table has 67 ids
+    assert max(d.max() for d in docs) < vocab
+    np.testing.assert_array_equal(docs[3], corpus.synthetic_documents(cfg, seed=0)[3])
+
+
+def test_synthetic_bb_documents_copy_after_triggers(tmp_path):
+    from sinks_jax.data import load_shakespeare_table
+
+    cfg = _cfg(tmp_path)
+    triggers = load_shakespeare_table(cfg.n_triggers).trigger_mask
+    docs = corpus.synthetic_documents(cfg, seed=1)
+    copies = [(d[t], d[t - 2]) for d in docs for t in range(2, len(d)) if triggers[d[t - 1]]]
+    assert len(copies) > 100 and all(a == b for a, b in copies)
+    assert not any(triggers[d[0]] for d in docs)  # the first token is never a trigger

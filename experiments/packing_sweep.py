@@ -117,7 +117,7 @@ def run(cfg: PackingSweepConfig, ctx: RunContext) -> dict[str, Any]:
         losses, rates = {"training packing": packing}, {"training packing": packing}
         for fmt in corpus.INFERENCE_FORMATS:
             rows = corpus.inference_rows(store, fmt, cfg.inference_rows, c.data.seq_len)
-            s = lm.sink_summary(models[packing], rows, cfg.sink_eps)
+            s = lm.sink_summary(models[packing], rows, cfg.sink_eps, corpus.is_byte_text(c.data))
             losses[fmt], rates[fmt] = s["val_loss"], s["sink_rate_0.3"]
         rates["own windows"] = own["sink_rate_0.3"]
         loss_rows.append(losses)

@@ -245,6 +245,11 @@ def _hash(parts: list[bytes]) -> str:
     return h.hexdigest()
 
 
+def is_byte_text(cfg: CorpusConfig) -> bool:
+    """True when token ids are UTF-8 bytes of real text (so newline, space, … mean something)."""
+    return cfg.source in ("builtin", "path") and cfg.tokenizer == "bytes"
+
+
 def vocab_size(cfg: CorpusConfig) -> int:
     """Model vocabulary for this corpus: bytes + BOS/EOS/PAD, plus the BPE merges if any."""
     return VOCAB_SIZE + (cfg.bpe_vocab if cfg.tokenizer == "bpe" else 0)

@@ -114,10 +114,12 @@ def train_lm(
     batch = corpus.eval_rows(store, cfg.data, cfg.corpus_seed)
     extra = extra_batches or {}
 
+    text = corpus.is_byte_text(cfg.data)
+
     def eval_fn(model: nnx.Module, step: int) -> dict[str, Any]:
-        row = sink_summary(model, batch, cfg.sink_eps)
+        row = sink_summary(model, batch, cfg.sink_eps, text)
         if extra:
-            row["extra"] = {k: sink_summary(model, b, cfg.sink_eps) for k, b in extra.items()}
+            row["extra"] = {k: sink_summary(model, b, cfg.sink_eps, text) for k, b in extra.items()}
         return row
 
     result = train(
@@ -177,9 +179,9 @@ def val_loss(out, batch: Batch) -> float:
 PUNCTUATION = np.frombuffer(string.punctuation.encode(), np.uint8)
 
 
-def token_classes(inputs_BxT: np.ndarray) -> dict[str, np.ndarray]:
-    """[B,T] masks of the token classes whose sink scores we report (byte-level classes are
-    empty under BPE)."""
+def token_classes(inputs_BxT: np.ndarray, byte_text: bool = True) -> dict[str, np.ndarray]:
+    """[B,T] masks of the token classes whose sink scores we report. The newline, space and
+    punctuation classes read ids as bytes: pass `byte_text=False` for synthetic ids or BPE."""
     x = np.asarray(inputs_BxT)
     first = np.zeros_like(x, bool)
     starts_bos = x[:, 0] == corpus.BOS
@@ -188,26 +190,31 @@ def token_classes(inputs_BxT: np.ndarray) -> dict[str, np.ndarray]:
     bos = x == corpus.BOS
     at_start = np.zeros_like(bos)
     at_start[:, 0] = bos[:, 0]
-    return {
+    classes = {
         "BOS": bos,
         "BOS at position 0": at_start,
         "BOS mid-window": bos & ~at_start,
         "first non-BOS token": first,
         "EOS": x == corpus.EOS,
-        "newline": x == 10,
-        "space": x == 32,
-        "punctuation": np.isin(x, PUNCTUATION),
     }
+    if byte_text:
+        classes.update(newline=x == 10, space=x == 32, punctuation=np.isin(x, PUNCTUATION))
+    return classes
 
 
-def sink_summary(model: nnx.Module, batch: Batch, eps: tuple[float, ...] = (0.3, 0.8)) -> dict:
+def sink_summary(
+    model: nnx.Module,
+    batch: Batch,
+    eps: tuple[float, ...] = (0.3, 0.8),
+    byte_text: bool = True,
+) -> dict:
     """Validation loss, first-position scores [L,H], sink rates (overall and per layer) at each ε,
     the largest head score, scores by token class (max over heads, mean over heads), and the BOS
     / first-position residual norm against the others per layer."""
     out = forward(model, batch)
     mask = attention_mask(batch)
     real = np.asarray(batch.inputs) != corpus.PAD
-    classes = token_classes(np.asarray(batch.inputs))
+    classes = token_classes(np.asarray(batch.inputs), byte_text)
     first, by_class, residual = [], {k: [] for k in classes}, []
     for obs in out.layers:
         ks = np.asarray(key_scores(obs.attn_weights, mask))  # [B,H,T]

@@ -64,6 +64,7 @@ def test_token_classes_split_first_and_mid_window_bos():
     assert c["BOS at position 0"].sum() == 1 and c["BOS mid-window"].sum() == 1
     assert c["first non-BOS token"][0, 1] and c["first non-BOS token"][1, 0]
     assert c["EOS"].sum() == 1 and c["newline"].sum() == 1 and c["space"].sum() == 1
+    assert "newline" not in lm.token_classes(x, byte_text=False)
 
 
 def test_sink_summary_of_an_untrained_model_shows_no_sink(tmp_path):

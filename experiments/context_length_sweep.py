@@ -107,7 +107,7 @@ PRESETS = {
         model=lm_sinks.PAPER_MODEL,
         data=lm_sinks.YOUR_CORPUS,
         optim=dataclasses.replace(lm_sinks.PAPER_OPTIM, schedule="constant"),
-        train=TrainConfig(steps=2000, eval_every=200, checkpoint_every=500),
+        train=lm_sinks.PAPER_TRAIN,
         contexts=(128, 256, 512, 1024, 2048),
         tokens_per_step=262_144,
         n_seeds=1,
@@ -162,6 +162,7 @@ def run(cfg: ContextSweepConfig, ctx: RunContext) -> dict[str, Any]:
                 ctx.resume,
                 extra_batches={"common": common},
                 eval_steps=steps,
+                store=store,
             )
             within = [e for e in r.evals if e["step"] <= short]
             sink_step = lm.steps_to_sink(within, cfg.sink_threshold)

@@ -107,10 +107,12 @@ def train_lm(
     resume: bool = False,
     extra_batches: dict[str, Batch] | None = None,
     eval_steps: list[int] | None = None,
+    store: corpus.TokenStore | None = None,
 ) -> LMRun:
-    """Train `GPT(cfg.model)` on the packed corpus; every eval is `sink_summary` on one fixed
-    validation batch (the same for every training seed) and on each of `extra_batches`."""
-    store = corpus.build_store(cfg.data, cfg.corpus_seed)
+    """Train `GPT(cfg.model)` on the packed corpus (`store`, built from `cfg.data` when not
+    given); every eval is `sink_summary` on one fixed validation batch (the same for every
+    training seed) and on each of `extra_batches`."""
+    store = store or corpus.build_store(cfg.data, cfg.corpus_seed)
     batch = corpus.eval_rows(store, cfg.data, cfg.corpus_seed)
     extra = extra_batches or {}
 

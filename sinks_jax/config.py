@@ -171,11 +171,18 @@ class TrainConfig:
     keep_checkpoints: int = 3
     progress: bool = True
     devices: int = 0  # data-parallel devices; 0 = all local devices that divide the batch
+    microbatches: int = 1  # gradient accumulation: the batch is split into this many parts
 
     def __post_init__(self) -> None:
         require(self.steps >= 0, "train.steps", self.steps, "an integer >= 0")
         _positive(
-            self, "eval_every", "log_every", "checkpoint_every", "keep_checkpoints", prefix="train"
+            self,
+            "eval_every",
+            "log_every",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "microbatches",
+            prefix="train",
         )
         require(self.devices >= 0, "train.devices", self.devices, "an integer >= 0")
 

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from sinks_jax import sharding
 from sinks_jax.checkpoint import Checkpointer
-from sinks_jax.config import ExperimentConfig, OptimConfig, to_dict
+from sinks_jax.config import ExperimentConfig, OptimConfig, require, to_dict
 from sinks_jax.data import Batch
 from sinks_jax.errors import TrainingDivergedError
 
@@ -118,15 +118,37 @@ def make_train_step(
     graphdef: nnx.GraphDef,
     optimizer: optax.GradientTransformation,
     loss_fn: LossFn = next_token_loss,
+    microbatches: int = 1,
 ):
-    """A pure (state, batch) -> (state, metrics) step; the incoming state buffer is donated."""
+    """A pure (state, batch) -> (state, metrics) step; the incoming state buffer is donated.
+
+    With `microbatches` = k > 1 the batch's rows are split into k interleaved parts (row r goes to
+    part r mod k, so every device keeps its rows) whose gradients are averaged in a `lax.scan`
+    before one update: the same step on a batch k times larger than fits in memory at once. The
+    loss is the mean of the parts' losses.
+    """
+
+    def loss_and_grad(params, batch: Batch):
+        return jax.value_and_grad(lambda p: loss_fn(nnx.merge(graphdef, p), batch))(params)
+
+    def accumulated(params, batch: Batch):
+        def split(x):  # [B, ...] -> [k, B/k, ...], part j holding rows j, j+k, j+2k, ...
+            return x.reshape(x.shape[0] // microbatches, microbatches, *x.shape[1:]).swapaxes(0, 1)
+
+        def add(carry, part):
+            loss, grads = loss_and_grad(params, part)
+            return jax.tree.map(jnp.add, carry, (loss, grads)), None
+
+        zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+        total, _ = jax.lax.scan(add, zeros, jax.tree.map(split, batch))
+        return jax.tree.map(lambda x: x / microbatches, total)
 
     @functools.partial(jax.jit, donate_argnums=0)
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
-        def loss_of(params):
-            return loss_fn(nnx.merge(graphdef, params), batch)
-
-        loss, grads = jax.value_and_grad(loss_of)(state.params)
+        if microbatches == 1:
+            loss, grads = loss_and_grad(state.params, batch)
+        else:
+            loss, grads = accumulated(state.params, batch)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         new_state = state.replace(params=params, opt_state=opt_state, step=state.step + 1)
@@ -213,6 +235,12 @@ def train(
     resolved config to `config.json`, and checkpoints to `checkpoints/`.
     """
     tc = cfg.train
+    require(
+        cfg.data.batch_size % tc.microbatches == 0,
+        "train.microbatches",
+        tc.microbatches,
+        f"a divisor of data.batch_size={cfg.data.batch_size}",
+    )
     out = Path(out_dir) if out_dir is not None else None
     jsonl = None
     if out is not None:
@@ -243,7 +271,7 @@ def train(
     elif resume:
         print("[sinks_jax] --resume: no checkpoint found, starting from step 0")
 
-    step_fn = make_train_step(graphdef, optimizer, loss_fn)
+    step_fn = make_train_step(graphdef, optimizer, loss_fn, tc.microbatches)
     evals = set(eval_schedule(tc.steps, tc.eval_every) if eval_steps is None else eval_steps)
     start = int(state.step)
 

@@ -17,7 +17,7 @@ from sinks_jax import analysis
 from sinks_jax.checkpoint import Checkpointer
 from sinks_jax.config import DataConfig, ExperimentConfig, ModelConfig, OptimConfig, TrainConfig
 from sinks_jax.data import batch_for_step, eval_batch, make_task
-from sinks_jax.errors import TrainingDivergedError
+from sinks_jax.errors import ConfigError, TrainingDivergedError
 from sinks_jax.model import GPT
 from sinks_jax.train import eval_schedule, init_state, make_optimizer, train
 
@@ -153,3 +153,17 @@ def test_tiny_end_to_end_sink_forms():
     assert first["layers"][0]["attn_bos_non_trigger"][0] < 0.2
     assert last["layers"][0]["attn_bos_non_trigger"][0] > 0.5
     assert last["backcopy_risk"] < 0.5
+
+
+def test_microbatches_match_one_full_batch_step():
+    """Gradient accumulation over 4 interleaved parts = one step on the whole batch (no loss
+    mask, equal parts: the mean of part means is the batch mean). SGD, so that parameters are
+    linear in the gradients (Adam's m/√v amplifies float32 rounding of near-zero gradients);
+    tolerance 1e-5: float32 sums in another order."""
+    sgd = dataclasses.replace(TINY, optim=OptimConfig(name="sgd", lr=0.1, momentum=0.9))
+    full = _run(_with(sgd, steps=3))
+    accumulated = _run(_with(sgd, steps=3, microbatches=4))
+    for a, b in zip(_leaves(full.state.params), _leaves(accumulated.state.params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="train.microbatches"):
+        _run(_with(sgd, microbatches=3))

@@ -1,10 +1,14 @@
 """Step-time benchmark: ratios measured in one run, on whatever backend JAX picks.
 
-    python -m benchmarks.train_step [--preset quick|paper] [--repeats N] [--out DIR]
+    python -m benchmarks.train_step [--experiment bigram_backcopy|lm_sinks] [--preset NAME]
+                                    [--microbatches K] [--repeats N] [--out DIR]
 
-Reports (in results/bench/<preset>/bench.json): seconds per train step, per batch sampled, and per
-forward pass with no capture vs `Capture.all()`, and their ratios. The capture ratio shows what the
-observables cost when asked for; the no-capture forward is the program the train step runs.
+Reports (in results/bench/<experiment>_<preset>/bench.json): seconds per train step (tokens per
+second), per forward pass with no capture vs `Capture.all()`, and for Bigram-Backcopy per batch
+sampled, with their ratios. The capture ratio shows what the observables cost when asked for; the
+no-capture forward is the program the train step runs. The small-GPT model trains on random tokens
+of its vocabulary (the step time does not depend on the text); `--microbatches` sets
+`train.microbatches` (gradient accumulation) for models whose batch does not fit in memory at once.
 """
 
 from __future__ import annotations
@@ -18,9 +22,9 @@ from pathlib import Path
 import jax
 from flax import nnx
 
-from experiments.bigram_backcopy import PRESETS
+from experiments import bigram_backcopy, lm_sinks
 from sinks_jax.cli import environment
-from sinks_jax.data import batch_for_step, make_task
+from sinks_jax.data import Batch, batch_for_step, make_task
 from sinks_jax.model import GPT, Capture
 from sinks_jax.train import init_state, make_optimizer, make_train_step
 
@@ -36,14 +40,22 @@ def seconds_per_call(fn: Callable[[], object], repeats: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def run(preset: str, repeats: int) -> dict[str, object]:
-    cfg = PRESETS[preset]
-    task = make_task(cfg.data, cfg.seed)
-    batch = batch_for_step(task, 0, 0, cfg.data.batch_size, cfg.data.seq_len)
+EXPERIMENTS = {"bigram_backcopy": bigram_backcopy.PRESETS, "lm_sinks": lm_sinks.PRESETS}
+
+
+def run(experiment: str, preset: str, repeats: int, microbatches: int = 1) -> dict[str, object]:
+    cfg = EXPERIMENTS[experiment][preset]
+    b, t = cfg.data.batch_size, cfg.data.seq_len
+    if experiment == "bigram_backcopy":
+        task = make_task(cfg.data, cfg.seed)
+        batch = batch_for_step(task, 0, 0, b, t)
+    else:
+        tokens = jax.random.randint(jax.random.key(0), (b, t + 1), 0, cfg.model.vocab_size)
+        batch = Batch(inputs=tokens[:, :-1], targets=tokens[:, 1:])
     model = GPT(cfg.model, rngs=nnx.Rngs(0))
     optimizer = make_optimizer(cfg.optim, cfg.train.steps)
     graphdef, state = init_state(model, optimizer, 0)
-    step_fn = make_train_step(graphdef, optimizer)
+    step_fn = make_train_step(graphdef, optimizer, microbatches=microbatches)
     holder = {"state": state}
 
     def train_step():
@@ -52,36 +64,45 @@ def run(preset: str, repeats: int) -> dict[str, object]:
 
     gdef, params = nnx.split(model)
     forward = jax.jit(
-        lambda p, x, capture: nnx.merge(gdef, p)(x, capture=capture), static_argnums=2
+        lambda p, x, capture: nnx.merge(gdef, p)(x, capture=capture).logits, static_argnums=2
     )
-    plain = seconds_per_call(lambda: forward(params, batch.inputs, Capture()), repeats)
-    full = seconds_per_call(lambda: forward(params, batch.inputs, Capture.all()), repeats)
+    rows = max(1, b // microbatches)  # forward passes on one micro-batch
+    plain = seconds_per_call(lambda: forward(params, batch.inputs[:rows], Capture()), repeats)
+    full = seconds_per_call(lambda: forward(params, batch.inputs[:rows], Capture.all()), repeats)
     step = seconds_per_call(train_step, repeats)
-    data = seconds_per_call(
-        lambda: batch_for_step(task, 0, 1, cfg.data.batch_size, cfg.data.seq_len).inputs, repeats
-    )
-    tokens = cfg.data.batch_size * cfg.data.seq_len
-    return {
+    result: dict[str, object] = {
+        "experiment": experiment,
         "preset": preset,
+        "parameters": sum(x.size for x in jax.tree.leaves(params)),
+        "batch": [b, t],
+        "microbatches": microbatches,
         "train_step_s": step,
-        "tokens_per_s": tokens / step,
-        "sample_batch_s": data,
+        "tokens_per_s": b * t / step,
         "forward_no_capture_s": plain,
         "forward_capture_all_s": full,
         "ratio_capture_all_over_no_capture": full / plain,
-        "ratio_sample_over_train_step": data / step,
-        "environment": environment(),
     }
+    if experiment == "bigram_backcopy":
+        data = seconds_per_call(lambda: batch_for_step(task, 0, 1, b, t).inputs, repeats)
+        result |= {"sample_batch_s": data, "ratio_sample_over_train_step": data / step}
+    return result | {"environment": environment()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="quick", choices=list(PRESETS))
+    parser.add_argument("--experiment", default="bigram_backcopy", choices=list(EXPERIMENTS))
+    parser.add_argument("--preset", default="quick", help="a preset of the experiment")
+    parser.add_argument("--microbatches", type=int, default=1, help="gradient accumulation parts")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    result = run(args.preset, args.repeats)
-    out = args.out or Path("results") / "bench" / args.preset
+    presets = EXPERIMENTS[args.experiment]
+    if args.preset not in presets:
+        parser.error(f"unknown preset {args.preset!r} for {args.experiment}: {sorted(presets)}")
+    if args.microbatches < 1:
+        parser.error("--microbatches must be >= 1")
+    result = run(args.experiment, args.preset, args.repeats, args.microbatches)
+    out = args.out or Path("results") / "bench" / f"{args.experiment}_{args.preset}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(result, indent=2))
     for key, value in result.items():

@@ -83,7 +83,7 @@ PRESETS = {
         model=lm_sinks.PAPER_MODEL,
         data=lm_sinks.YOUR_CORPUS,
         optim=lm_sinks.PAPER_OPTIM,
-        train=TrainConfig(steps=2000, eval_every=200, checkpoint_every=500),
+        train=lm_sinks.PAPER_TRAIN,
         depths=(2, 4, 8, 12, 16),
         n_seeds=1,
         mixing_length=256,

@@ -85,7 +85,7 @@ PRESETS = {
         model=lm_sinks.PAPER_MODEL,
         data=lm_sinks.YOUR_CORPUS,
         optim=lm_sinks.PAPER_OPTIM,
-        train=TrainConfig(steps=2000, eval_every=200, checkpoint_every=500),
+        train=lm_sinks.PAPER_TRAIN,
     ),
 }
 NOTES = {

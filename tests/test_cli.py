@@ -94,5 +94,7 @@ def test_short_run_writes_metrics_figures_and_resumes(tmp_path):
 def test_benchmark_runs():
     from benchmarks.train_step import run
 
-    result = run("quick", repeats=1)
+    result = run("bigram_backcopy", "quick", repeats=1)
     assert result["train_step_s"] > 0 and result["ratio_capture_all_over_no_capture"] > 0
+    lm = run("lm_sinks", "quick", repeats=1, microbatches=2)
+    assert lm["train_step_s"] > 0 and lm["microbatches"] == 2

@@ -21,14 +21,11 @@ from typing import Any
 import numpy as np
 
 from sinks_jax import analysis, plotting
-from sinks_jax.bb_runs import BBRun, train_bb
+from sinks_jax.bb_runs import THREE_LAYER, BBRun, train_bb
 from sinks_jax.claims import check
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import (
-    DataConfig,
     ExperimentConfig,
-    ModelConfig,
-    OptimConfig,
     TrainConfig,
     require,
 )
@@ -59,18 +56,14 @@ class ResidualPeakConfig(ExperimentConfig):
 
 PRESETS = {
     "quick": ResidualPeakConfig(
-        model=ModelConfig(d_model=64, d_mlp=256, n_layers=3, n_heads=1, max_len=64),
-        data=DataConfig(seq_len=64, batch_size=64, eval_batch_size=256),
-        optim=OptimConfig(name="adamw", lr=1e-3, b1=0.9, b2=0.99, weight_decay=1e-4),
+        **THREE_LAYER["quick"],
         train=TrainConfig(steps=3000, eval_every=250, checkpoint_every=500),
         # Ablations are compared at 1000 steps (the 3-layer gap is already 70 % of its 3000-step
         # value) so that the five extra runs fit the CPU budget.
         ablation_steps=1000,
     ),
     "paper": ResidualPeakConfig(
-        model=ModelConfig(d_model=256, d_mlp=1024, n_layers=3, n_heads=1, max_len=256),
-        data=DataConfig(seq_len=256, batch_size=512, eval_batch_size=256),
-        optim=OptimConfig(name="adamw", lr=3e-4, b1=0.9, b2=0.99, weight_decay=1e-4),
+        **THREE_LAYER["paper"],
         train=TrainConfig(steps=10_000, eval_every=500, checkpoint_every=1000),
         ablation_steps=10_000,
     ),

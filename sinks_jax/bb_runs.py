@@ -11,10 +11,25 @@ from typing import Any
 from flax import nnx
 
 from sinks_jax import analysis
-from sinks_jax.config import ExperimentConfig
+from sinks_jax.config import DataConfig, ExperimentConfig, ModelConfig, OptimConfig
 from sinks_jax.data import BigramBackcopyTask, batch_for_step, eval_batch, make_task
 from sinks_jax.model import GPT
 from sinks_jax.train import TrainResult, train
+
+# The three-layer setting of Guo et al. §3.3 (model, data, optimiser) shared by the residual-peak
+# and optimizer-mitigation experiments: `quick` for a CPU, `paper` the paper's GPU scale.
+THREE_LAYER: dict[str, dict[str, Any]] = {
+    "quick": {
+        "model": ModelConfig(d_model=64, d_mlp=256, n_layers=3, n_heads=1, max_len=64),
+        "data": DataConfig(seq_len=64, batch_size=64, eval_batch_size=256),
+        "optim": OptimConfig(name="adamw", lr=1e-3, b1=0.9, b2=0.99, weight_decay=1e-4),
+    },
+    "paper": {
+        "model": ModelConfig(d_model=256, d_mlp=1024, n_layers=3, n_heads=1, max_len=256),
+        "data": DataConfig(seq_len=256, batch_size=512, eval_batch_size=256),
+        "optim": OptimConfig(name="adamw", lr=3e-4, b1=0.9, b2=0.99, weight_decay=1e-4),
+    },
+}
 
 
 @dataclasses.dataclass(frozen=True)

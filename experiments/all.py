@@ -49,6 +49,14 @@ def presets_of(module: str) -> list[str]:
     return list(importlib.import_module(module).EXPERIMENT.presets)
 
 
+def presets_or_error(module: str) -> list[str] | str:
+    """The module's presets, or the one-line reason it cannot be imported."""
+    try:
+        return presets_of(module)
+    except Exception as e:  # noqa: BLE001 - reported per module, the others still run
+        return f"import failed: {type(e).__name__}: {e}"
+
+
 def select(only: str | None) -> list[str]:
     if not only:
         return list(MODULES)
@@ -92,30 +100,39 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{m:42s} presets: {', '.join(presets_of(m))}")
         return 0
     out_root = args.out or Path("results") / "all" / args.preset
+    # Presets are read once, before anything runs: edits to the sources during a long run only
+    # reach the module processes, and a module that does not import is reported, not fatal.
+    presets = {m: presets_or_error(m) for m in modules}
     status: dict[str, str] = {}
     for m in modules:
-        if args.preset not in presets_of(m):
+        if isinstance(presets[m], str):
+            status[m] = presets[m]
+        elif args.preset not in presets[m]:
             status[m] = f"no '{args.preset}' preset"
-            continue
-        cmd = [
-            sys.executable,
-            "-m",
-            m,
-            "--preset",
-            args.preset,
-            "--out",
-            str(out_root / short_name(m)),
-        ]
-        print(f"[all] {' '.join(cmd[1:])}", flush=True)
-        t0 = time.perf_counter()
-        rc = subprocess.call(cmd)
-        status[m] = "ok" if rc == 0 else f"exit {rc}"
-        print(f"[all] {short_name(m)}: {status[m]} in {time.perf_counter() - t0:.0f} s", flush=True)
-    table = summarise(out_root, modules, status)
-    out_root.mkdir(parents=True, exist_ok=True)
-    (out_root / "summary.md").write_text(f"# All modules [{args.preset}]\n\n{table}\n")
-    print(table)
+        else:
+            status[m] = run_module(m, args.preset, out_root)
+        write_summary(out_root, args.preset, modules, status)  # kept up to date as runs finish
+    print(summarise(out_root, modules, status))
     return 0 if all(s == "ok" or s.startswith("no ") for s in status.values()) else 1
+
+
+def run_module(module: str, preset: str, out_root: Path) -> str:
+    """Run one module in its own process; its status: 'ok' or 'exit N'."""
+    out = out_root / short_name(module)
+    cmd = [sys.executable, "-m", module, "--preset", preset, "--out", str(out)]
+    print(f"[all] {' '.join(cmd[1:])}", flush=True)
+    t0 = time.perf_counter()
+    rc = subprocess.call(cmd)
+    status = "ok" if rc == 0 else f"exit {rc}"
+    print(f"[all] {short_name(module)}: {status} in {time.perf_counter() - t0:.0f} s", flush=True)
+    return status
+
+
+def write_summary(out_root: Path, preset: str, modules: list[str], status: dict[str, str]) -> None:
+    done = [m for m in modules if m in status]
+    out_root.mkdir(parents=True, exist_ok=True)
+    table = summarise(out_root, done, status)
+    (out_root / "summary.md").write_text(f"# All modules [{preset}]\n\n{table}\n")
 
 
 if __name__ == "__main__":

@@ -37,3 +37,13 @@ def test_runs_the_selected_modules_and_summarises_their_claims(tmp_path):
         == 0
     )
     assert "no 'text' preset" in (tmp_path / "summary.md").read_text()
+
+
+def test_a_module_that_does_not_import_is_reported_and_the_others_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_all, "MODULES", ("proofs_numeric.no_such_module", *run_all.MODULES))
+    monkeypatch.setattr(run_all, "run_module", lambda m, preset, out: "ok")
+    code = run_all.main(["--only", "no_such_module,adam_vs_sgd_peak", "--out", str(tmp_path)])
+    summary = (tmp_path / "summary.md").read_text()
+    assert code == 1
+    assert "| no_such_module | import failed: ModuleNotFoundError" in summary
+    assert "| adam_vs_sgd_peak | ok |" in summary

@@ -11,7 +11,7 @@ no BOS attention and no value drain. Outputs (results/optimizer_mitigations/<pre
 metrics.json with claims, the layer-0 ‖Res_<s>‖ curves of the three runs, per-layer dynamics and
 the one-layer ReLU attention maps.
 
-    python -m experiments.optimizer_mitigations --preset quick   # CPU, about 8 minutes
+    python -m experiments.optimizer_mitigations --preset quick   # CPU, about 12 minutes
     python -m experiments.optimizer_mitigations --preset paper   # GPU, paper scale
 """
 
@@ -71,7 +71,7 @@ PRESETS = {
     ),
 }
 NOTES = {
-    "quick": "CPU: d 64, T 64, batch 64, 3 layers × 3 runs of 2000 steps + 1-layer ReLU (≈ 8 min)",
+    "quick": "CPU: d 64, T 64, batch 64, 3 layers × 3 runs of 2000 steps + 1-layer ReLU (≈ 12 min)",
     "paper": "GPU: d 256, T 256, batch 512, AdamW 3e-4 / SGD 0.03, 10k steps",
 }
 # Guo et al. 2024 (GPU scale): layer-0 ‖Res_<s>‖ at initialisation → 10k steps.

@@ -9,7 +9,7 @@ claims, per-layer training dynamics, the layer-0 residual norm of BOS vs the oth
 the 3-layer attention maps, and a bar chart of the layer-0 residual gap across ablations next to
 the paper's values.
 
-    python -m experiments.residual_peak --preset quick   # CPU, about 8 minutes
+    python -m experiments.residual_peak --preset quick   # CPU, 12–18 minutes
     python -m experiments.residual_peak --preset paper   # GPU, paper scale
 """
 
@@ -69,7 +69,8 @@ PRESETS = {
     ),
 }
 NOTES = {
-    "quick": "CPU: d 64, T 64, batch 64, AdamW 1e-3; 3 layers 3000 steps, ablations 1000 (≈ 8 min)",
+    "quick": "CPU: d 64, T 64, batch 64, AdamW 1e-3; 3 layers 3000 steps, ablations 1000 "
+    "(12–18 min)",
     "paper": "GPU: d 256, T 256, batch 512, AdamW 3e-4, 10k steps for every run",
 }
 

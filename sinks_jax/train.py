@@ -123,9 +123,10 @@ def make_train_step(
     """A pure (state, batch) -> (state, metrics) step; the incoming state buffer is donated.
 
     With `microbatches` = k > 1 the batch's rows are split into k interleaved parts (row r goes to
-    part r mod k, so every device keeps its rows) whose gradients are averaged in a `lax.scan`
-    before one update: the same step on a batch k times larger than fits in memory at once. The
-    loss is the mean of the parts' losses.
+    part r mod k, so with rows sharded in contiguous blocks every part spans every device) whose
+    gradients are averaged in a `lax.scan` before one update: one step on a batch k times larger
+    than fits in memory at once. The loss (and, with a loss mask, the weighting) is the mean of the
+    parts' mean losses.
     """
 
     def loss_and_grad(params, batch: Batch):

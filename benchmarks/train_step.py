@@ -7,8 +7,9 @@ Reports (in results/bench/<experiment>_<preset>/bench.json): seconds per train s
 second), per forward pass with no capture vs `Capture.all()`, and for Bigram-Backcopy per batch
 sampled, with their ratios. The capture ratio shows what the observables cost when asked for; the
 no-capture forward is the program the train step runs. The small-GPT model trains on random tokens
-of its vocabulary (the step time does not depend on the text); `--microbatches` sets
-`train.microbatches` (gradient accumulation) for models whose batch does not fit in memory at once.
+of its vocabulary (the step time does not depend on the text). The step uses the preset's
+`train.microbatches` (gradient accumulation; 16 for the small-GPT `paper` preset) unless
+`--microbatches` overrides it.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from flax import nnx
 from experiments import bigram_backcopy, lm_sinks
 from sinks_jax.cli import environment
 from sinks_jax.data import Batch, batch_for_step, make_task
+from sinks_jax.errors import ConfigError
 from sinks_jax.model import GPT, Capture
-from sinks_jax.train import init_state, make_optimizer, make_train_step
+from sinks_jax.train import check_microbatches, init_state, make_optimizer, make_train_step
 
 
 def seconds_per_call(fn: Callable[[], object], repeats: int) -> float:
@@ -43,9 +45,13 @@ def seconds_per_call(fn: Callable[[], object], repeats: int) -> float:
 EXPERIMENTS = {"bigram_backcopy": bigram_backcopy.PRESETS, "lm_sinks": lm_sinks.PRESETS}
 
 
-def run(experiment: str, preset: str, repeats: int, microbatches: int = 1) -> dict[str, object]:
+def run(
+    experiment: str, preset: str, repeats: int, microbatches: int | None = None
+) -> dict[str, object]:
     cfg = EXPERIMENTS[experiment][preset]
     b, t = cfg.data.batch_size, cfg.data.seq_len
+    microbatches = cfg.train.microbatches if microbatches is None else microbatches
+    check_microbatches(b, microbatches)
     if experiment == "bigram_backcopy":
         task = make_task(cfg.data, cfg.seed)
         batch = batch_for_step(task, 0, 0, b, t)
@@ -92,16 +98,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiment", default="bigram_backcopy", choices=list(EXPERIMENTS))
     parser.add_argument("--preset", default="quick", help="a preset of the experiment")
-    parser.add_argument("--microbatches", type=int, default=1, help="gradient accumulation parts")
+    parser.add_argument(
+        "--microbatches",
+        type=int,
+        default=None,
+        help="gradient accumulation parts (default: the preset's train.microbatches)",
+    )
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     presets = EXPERIMENTS[args.experiment]
     if args.preset not in presets:
         parser.error(f"unknown preset {args.preset!r} for {args.experiment}: {sorted(presets)}")
-    if args.microbatches < 1:
+    if args.microbatches is not None and args.microbatches < 1:
         parser.error("--microbatches must be >= 1")
-    result = run(args.experiment, args.preset, args.repeats, args.microbatches)
+    try:
+        result = run(args.experiment, args.preset, args.repeats, args.microbatches)
+    except ConfigError as e:
+        parser.error(str(e))
     out = args.out or Path("results") / "bench" / f"{args.experiment}_{args.preset}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(result, indent=2))

@@ -112,7 +112,8 @@ def train_lm(
     """Train `GPT(cfg.model)` on the packed corpus (`store`, built from `cfg.data` when not
     given); every eval is `sink_summary` on one fixed validation batch (the same for every
     training seed) and on each of `extra_batches`."""
-    store = store or corpus.build_store(cfg.data, cfg.corpus_seed)
+    if store is None:
+        store = corpus.build_store(cfg.data, cfg.corpus_seed)
     batch = corpus.eval_rows(store, cfg.data, cfg.corpus_seed)
     extra = extra_batches or {}
 

@@ -114,6 +114,16 @@ def init_state(
     return graphdef, state
 
 
+def check_microbatches(batch_size: int, microbatches: int) -> None:
+    """ConfigError unless `train.microbatches` splits the batch into equal parts."""
+    require(
+        batch_size % microbatches == 0,
+        "train.microbatches",
+        microbatches,
+        f"a divisor of data.batch_size={batch_size}",
+    )
+
+
 def make_train_step(
     graphdef: nnx.GraphDef,
     optimizer: optax.GradientTransformation,
@@ -236,12 +246,7 @@ def train(
     resolved config to `config.json`, and checkpoints to `checkpoints/`.
     """
     tc = cfg.train
-    require(
-        cfg.data.batch_size % tc.microbatches == 0,
-        "train.microbatches",
-        tc.microbatches,
-        f"a divisor of data.batch_size={cfg.data.batch_size}",
-    )
+    check_microbatches(cfg.data.batch_size, tc.microbatches)
     out = Path(out_dir) if out_dir is not None else None
     jsonl = None
     if out is not None:

@@ -70,7 +70,7 @@ def run(
 
     gdef, params = nnx.split(model)
     forward = jax.jit(
-        lambda p, x, capture: nnx.merge(gdef, p)(x, capture=capture).logits, static_argnums=2
+        lambda p, x, capture: nnx.merge(gdef, p)(x, capture=capture), static_argnums=2
     )
     rows = max(1, b // microbatches)  # forward passes on one micro-batch
     plain = seconds_per_call(lambda: forward(params, batch.inputs[:rows], Capture()), repeats)

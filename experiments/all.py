@@ -19,6 +19,9 @@ import sys
 import time
 from pathlib import Path
 
+from sinks_jax.errors import OutputError
+from sinks_jax.run_dir import atomic_write_text, check_out_dir
+
 MODULES = (
     "experiments.bigram_backcopy",
     "experiments.residual_peak",
@@ -57,22 +60,28 @@ def presets_or_error(module: str) -> list[str] | str:
         return f"import failed: {type(e).__name__}: {e}"
 
 
+class UsageError(Exception):
+    """Bad input to `experiments.all`: one line on stderr, exit 2."""
+
+
 def select(only: str | None) -> list[str]:
-    if not only:
+    if only is None:
         return list(MODULES)
     wanted = [w.strip() for w in only.split(",") if w.strip()]
     known = {short_name(m): m for m in MODULES}
+    if not wanted:
+        raise UsageError(f"--only {only!r} names no module; known: {', '.join(known)}")
     unknown = [w for w in wanted if w not in known]
     if unknown:
-        raise SystemExit(f"error: unknown module(s) {unknown}; known: {', '.join(known)}")
+        raise UsageError(f"unknown module(s) {unknown}; known: {', '.join(known)}")
     return [known[w] for w in wanted]
 
 
-def summarise(out_root: Path, modules: list[str], status: dict[str, str]) -> str:
+def summarise(out_root: str | Path, modules: list[str], status: dict[str, str]) -> str:
     lines = ["| module | status | claims passed | wall time (s) |", "|---|---|---|---|"]
     for m in modules:
         name = short_name(m)
-        path = out_root / name / "metrics.json"
+        path = Path(out_root) / name / "metrics.json"
         passed, wall = "—", "—"
         if status[m] == "ok" and path.exists():
             metrics = json.loads(path.read_text())
@@ -91,18 +100,34 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--preset", default="quick", help="preset for every module (default quick)")
     parser.add_argument("--only", default=None, help="comma-separated module names")
-    parser.add_argument("--out", type=Path, default=None, help="default: results/all/<preset>")
+    parser.add_argument("--out", default=None, help="default: results/all/<preset>")
     parser.add_argument("--list", action="store_true", help="list the modules and their presets")
     args = parser.parse_args(argv)
-    modules = select(args.only)
+    try:
+        modules = select(args.only)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.list:
         for m in modules:
             print(f"{m:42s} presets: {', '.join(presets_of(m))}")
         return 0
-    out_root = args.out or Path("results") / "all" / args.preset
+    out_root = Path("results") / "all" / args.preset if args.out is None else args.out
+    try:
+        check_out_dir(out_root)
+    except OutputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     # Presets are read once, before anything runs: edits to the sources during a long run only
     # reach the module processes, and a module that does not import is reported, not fatal.
     presets = {m: presets_or_error(m) for m in modules}
+    known = sorted({p for ps in presets.values() if not isinstance(ps, str) for p in ps})
+    if known and args.preset not in known:
+        print(
+            f"error: no selected module has a preset {args.preset!r}; presets: {', '.join(known)}",
+            file=sys.stderr,
+        )
+        return 2
     status: dict[str, str] = {}
     for m in modules:
         if isinstance(presets[m], str):
@@ -116,9 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(s == "ok" or s.startswith("no ") for s in status.values()) else 1
 
 
-def run_module(module: str, preset: str, out_root: Path) -> str:
+def run_module(module: str, preset: str, out_root: str | Path) -> str:
     """Run one module in its own process; its status: 'ok' or 'exit N'."""
-    out = out_root / short_name(module)
+    out = Path(out_root) / short_name(module)
     cmd = [sys.executable, "-m", module, "--preset", preset, "--out", str(out)]
     print(f"[all] {' '.join(cmd[1:])}", flush=True)
     t0 = time.perf_counter()
@@ -128,11 +153,12 @@ def run_module(module: str, preset: str, out_root: Path) -> str:
     return status
 
 
-def write_summary(out_root: Path, preset: str, modules: list[str], status: dict[str, str]) -> None:
+def write_summary(
+    out_root: str | Path, preset: str, modules: list[str], status: dict[str, str]
+) -> None:
     done = [m for m in modules if m in status]
-    out_root.mkdir(parents=True, exist_ok=True)
     table = summarise(out_root, done, status)
-    (out_root / "summary.md").write_text(f"# All modules [{preset}]\n\n{table}\n")
+    atomic_write_text(Path(out_root) / "summary.md", f"# All modules [{preset}]\n\n{table}\n")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import operator
 from pathlib import Path
@@ -97,6 +96,6 @@ def format_table(claims: list[Claim], markdown: bool = False) -> str:
 
 def write_metrics(path: Path, payload: dict[str, Any]) -> None:
     """Write metrics.json atomically (a crash never leaves a half-written file)."""
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(to_jsonable(payload), indent=2))
-    tmp.replace(path)
+    from sinks_jax.run_dir import atomic_write_json  # local: run_dir uses to_jsonable
+
+    atomic_write_json(path, payload)

@@ -6,8 +6,12 @@
 A module defines `EXPERIMENT = Experiment(name, description, presets, run)` and calls
 `main(EXPERIMENT)`. `run(cfg, ctx)` returns a dict with `claims` and optionally `tables`
 ({title: rows}); `main` adds the resolved config and timings, writes `metrics.json` and
-`report.md`, prints the tables and the claims, and exits 0 whatever the claims say. Bad input
-(`SinksJaxError`, a missing file) ends in one message and exit code 2.
+`report.md`, prints the tables and the claims, and exits 0 whatever the claims say.
+
+Before `run` starts, every override is applied and the final config validated once, and the
+output folder is opened as a run folder (`sinks_jax.run_dir`: locked for the whole run; a fresh
+run archives a previous run; `--resume` checks the saved config). Bad input (`SinksJaxError`)
+ends in one line on stderr and exit code 2; anything else is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 import jax
 
 from sinks_jax import claims as claims_lib
+from sinks_jax import run_dir
 from sinks_jax.config import apply_overrides, field_paths, to_dict
 from sinks_jax.errors import ConfigError, SinksJaxError
 
@@ -33,7 +38,7 @@ from sinks_jax.errors import ConfigError, SinksJaxError
 class RunContext:
     out_dir: Path
     preset: str
-    resume: bool
+    resume: bool | run_dir.Resume  # pass on to the training functions as it is
     pdf: bool
 
     def save_figure(self, fig, name: str) -> list[str]:
@@ -61,8 +66,17 @@ def build_parser(exp: Experiment) -> argparse.ArgumentParser:
     epilog = (
         f"presets:\n{presets}\n\nconfig fields (override with --set field=value; "
         f"defaults shown are the dataclass defaults, presets change some):\n{fields}\n\n"
-        f"outputs: results/{exp.name}/<preset>/metrics.json, metrics.jsonl, config.json, "
-        "checkpoints/ and PNG figures"
+        f"outputs: results/{exp.name}/<preset>/ (or --out): run.json (the mark of a run "
+        "folder), metrics.json, report.md, metrics.jsonl, config.json, checkpoints/ and PNG "
+        "figures\n\n"
+        "runs that lose nothing: a run locks its folder (run.lock; a second run into it exits 2); "
+        "a fresh run moves a previous run's files to archive/<time>/ and refuses a non-empty "
+        "folder that is not a run folder, the current folder or a parent of it. --resume "
+        "continues from the newest intact checkpoint (a damaged one is set aside in "
+        "checkpoints.damaged/) only with the saved config: only train.steps may grow, and under "
+        "a cosine schedule (whose horizon is train.steps) only with --extend-schedule, which "
+        "starts a new, longer schedule from the checkpoint. Exit codes: 0 run complete "
+        "(whatever the claims say), 2 bad input (one line on stderr), 130 interrupted."
     )
     parser = argparse.ArgumentParser(
         prog=f"python -m {_module_of(exp)}",
@@ -78,7 +92,6 @@ def build_parser(exp: Experiment) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--out",
-        type=Path,
         default=None,
         help=f"output directory (default: results/{exp.name}/<preset>)",
     )
@@ -92,7 +105,14 @@ def build_parser(exp: Experiment) -> argparse.ArgumentParser:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue from the latest checkpoint in the output directory",
+        help="continue from the newest intact checkpoint in the output directory (the config "
+        "must match the saved one; only train.steps may grow)",
+    )
+    parser.add_argument(
+        "--extend-schedule",
+        action="store_true",
+        help="with --resume: let a larger train.steps re-stretch a cosine schedule (a new "
+        "schedule; refused without this flag)",
     )
     parser.add_argument(
         "--set",
@@ -113,6 +133,7 @@ def _module_of(exp: Experiment) -> str:
 
 
 def resolve_config(exp: Experiment, args: argparse.Namespace) -> Any:
+    """The preset with `--seed`, `--steps` and every `--set` applied, validated once."""
     cfg = exp.presets[args.preset]
     overrides = list(args.overrides)
     if args.seed is not None:
@@ -127,13 +148,8 @@ def resolve_config(exp: Experiment, args: argparse.Namespace) -> Any:
 def main(exp: Experiment, argv: list[str] | None = None) -> int:
     args = build_parser(exp).parse_args(argv)
     try:
-        cfg = resolve_config(exp, args)
-        out_dir = args.out or Path("results") / exp.name / args.preset
-        ctx = RunContext(out_dir=out_dir, preset=args.preset, resume=args.resume, pdf=args.pdf)
-        t0 = time.perf_counter()
-        payload = exp.run(cfg, ctx)
-        wall = time.perf_counter() - t0
-    except (SinksJaxError, FileNotFoundError) as err:
+        return _run(exp, args, argv)
+    except SinksJaxError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -142,30 +158,82 @@ def main(exp: Experiment, argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-    claims = payload.pop("claims", [])
+
+
+def _run(exp: Experiment, args: argparse.Namespace, argv: list[str] | None) -> int:
+    if args.extend_schedule and not args.resume:
+        raise ConfigError("--extend-schedule goes with --resume")
+    cfg = resolve_config(exp, args)
+    out_dir = Path("results") / exp.name / args.preset if args.out is None else args.out
+    resume = run_dir.Resume(args.extend_schedule) if args.resume else False
+    mark = {
+        "experiment": exp.name,
+        "module": _module_of(exp),
+        "preset": args.preset,
+        "argv": list(sys.argv[1:] if argv is None else argv),
+        "status": "running",
+        "config": to_dict(cfg),
+    }
+
+    def check_previous(saved: dict[str, Any]) -> None:
+        if saved.get("experiment") != exp.name:
+            raise ConfigError(
+                f"cannot resume {out_dir}: it holds a run of {saved.get('experiment')!r}, "
+                f"not {exp.name!r}"
+            )
+        run_dir.check_resume_config(
+            saved.get("config", {}),
+            to_dict(cfg),
+            where=Path(out_dir),
+            extend_schedule=args.extend_schedule,
+        )
+
+    with run_dir.open_run(
+        out_dir, resume=bool(resume), mark=mark, check_previous=check_previous
+    ) as out:
+        ctx = RunContext(out_dir=out, preset=args.preset, resume=resume, pdf=args.pdf)
+        t0 = time.perf_counter()
+        payload = exp.run(cfg, ctx)
+        wall = time.perf_counter() - t0
+        claims = payload.pop("claims", [])
+        write_results(exp, args.preset, cfg, out, wall, claims, payload)
+        run_dir.write_mark(out, {**mark, "status": "complete", "wall_time_s": wall})
+    n_pass = sum(c.passed for c in claims)
+    print(
+        f"\n{exp.name} [{args.preset}]: {n_pass}/{len(claims)} claims passed in {wall:.1f} s; "
+        f"results in {out}/"
+    )
+    return 0
+
+
+def write_results(
+    exp: Experiment,
+    preset: str,
+    cfg: Any,
+    out: Path,
+    wall: float,
+    claims: list[claims_lib.Claim],
+    payload: dict[str, Any],
+) -> None:
+    """metrics.json and report.md (each written atomically); the tables and claims printed."""
     metrics = {
         "experiment": exp.name,
-        "preset": args.preset,
+        "preset": preset,
         "config": to_dict(cfg),
         "wall_time_s": wall,
         "environment": environment(),
         "claims": claims,
         **payload,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    claims_lib.write_metrics(out_dir / "metrics.json", metrics)
+    claims_lib.write_metrics(out / "metrics.json", metrics)
     report = [f"## Claims\n\n{claims_lib.format_table(claims, markdown=True)}"]
     for title, rows in payload.get("tables", {}).items():
         print(f"{title}\n{claims_lib.text_table(rows)}\n")
         report.append(f"## {title}\n\n{claims_lib.text_table(rows, markdown=True)}")
-    (out_dir / "report.md").write_text(f"# {exp.name} [{args.preset}]\n\n" + "\n\n".join(report))
-    print(claims_lib.format_table(claims))
-    n_pass = sum(c.passed for c in claims)
-    print(
-        f"\n{exp.name} [{args.preset}]: {n_pass}/{len(claims)} claims passed in {wall:.1f} s; "
-        f"results in {out_dir}/"
+    run_dir.atomic_write_text(
+        out / "report.md", f"# {exp.name} [{preset}]\n\n" + "\n\n".join(report)
     )
-    return 0
+    print(claims_lib.format_table(claims))
 
 
 def environment() -> dict[str, Any]:

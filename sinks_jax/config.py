@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -20,6 +21,7 @@ ACTIVATIONS = ("relu", "gelu")
 INITS = ("torch", "gpt2")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("constant", "cosine")
+SHAKESPEARE_CHARS = 65  # characters of the shipped Bigram-Backcopy table (67 ids less BOS, delim)
 
 
 def require(ok: bool, field: str, value: Any, allowed: str) -> None:
@@ -132,6 +134,13 @@ class DataConfig:
             "data.table",
             self.table,
             "('shakespeare', 'synthetic')",
+        )
+        chars = SHAKESPEARE_CHARS if self.table == "shakespeare" else self.synthetic_vocab
+        require(
+            self.n_triggers < chars,
+            "data.n_triggers",
+            self.n_triggers,
+            f"fewer than the {chars} characters of the {self.table} table",
         )
 
 
@@ -250,47 +259,94 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
+SEED_MAX = 2**31 - 1  # seeds feed numpy, JAX and `seed + k` for sweeps: keep them int32
+
+
+def _parse_scalar(hint: Any, text: str) -> Any:
+    text = text.strip()
+    if hint is bool:
+        lowered = text.lower()
+        if lowered not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError
+        return lowered in ("true", "1", "yes")
+    if hint is int:
+        return int(text)
+    if hint is float:
+        return float(text)  # inf and nan parse; `validated` refuses them with the field's name
+    return text
+
+
 def _parse_value(path: str, hint: Any, text: str) -> Any:
     try:
-        if hint is bool:
-            lowered = text.strip().lower()
-            if lowered not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return lowered in ("true", "1", "yes")
-        if hint in (int, float):
-            return hint(text)
-        if typing.get_origin(hint) is tuple:  # tuple[T, ...]: parse each element as T
+        if typing.get_origin(hint) is tuple:  # tuple[T, ...]: "0,2", "(0,2)", "[0, 2]", "()"
             element = typing.get_args(hint)[0]
-            stripped = text.strip().strip("()[]")
-            return tuple(element(p) for p in stripped.split(",") if p.strip())
-        return text
+            inner = text.strip()
+            if inner[:1] + inner[-1:] in ("()", "[]"):
+                inner = inner[1:-1]
+            if any(c in inner for c in "()[]{}"):
+                raise ValueError
+            parts = [p.strip() for p in inner.split(",")] if inner.strip() else []
+            if any(not p for p in parts):
+                raise ValueError
+            return tuple(_parse_scalar(element, p) for p in parts)
+        return _parse_scalar(hint, text)
     except ValueError:
         raise ConfigError(f"cannot parse --set {path}={text!r} as {_type_name(hint)}") from None
 
 
 def apply_overrides(cfg: Any, overrides: Iterable[str]) -> Any:
-    """Apply `field.sub=value` strings (the `--set` flag) to a frozen config."""
+    """Apply `field.sub=value` strings (the `--set` flag) to a frozen config.
+
+    Every override is parsed and set first; the final config is then built and validated once,
+    so the result never depends on the order of the overrides.
+    """
+    data = dataclasses.asdict(cfg)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set expects field=value, got {item!r} (e.g. model.n_layers=3)")
         path, text = item.split("=", 1)
-        cfg = _replace_path(cfg, path.strip().split("."), text, path.strip())
+        path = path.strip()
+        _set_path(type(cfg), data, path.split("."), text, path)
+    return validated(from_dict(type(cfg), data))
+
+
+def validated(cfg: Any) -> Any:
+    """Checks every config shares (the dataclasses check their own fields when built): seeds
+    in [0, 2^31 - 1], finite floats."""
+    for path, value in _leaves(cfg):
+        name = path.rsplit(".", 1)[-1]
+        if name == "seed" and isinstance(value, int):
+            require(0 <= value <= SEED_MAX, path, value, f"an integer in [0, {SEED_MAX}]")
+        values = value if isinstance(value, tuple) else (value,)
+        for v in values:
+            if isinstance(v, float):
+                require(math.isfinite(v), path, value, "a finite number")
     return cfg
 
 
-def _replace_path(obj: Any, parts: list[str], text: str, full: str) -> Any:
-    names = {f.name for f in dataclasses.fields(obj)}
+def _leaves(cfg: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for field in dataclasses.fields(cfg):
+        value = getattr(cfg, field.name)
+        if dataclasses.is_dataclass(value):
+            out += _leaves(value, f"{prefix}{field.name}.")
+        else:
+            out.append((prefix + field.name, value))
+    return out
+
+
+def _set_path(cls: type, data: dict[str, Any], parts: list[str], text: str, full: str) -> None:
+    names = {f.name for f in dataclasses.fields(cls)}
     head = parts[0]
     if head not in names:
-        known = ", ".join(p for p, _, _ in field_paths(type(obj)))
+        known = ", ".join(p for p, _, _ in field_paths(cls))
         raise ConfigError(f"unknown config field {full!r}; known fields: {known}")
-    hint = typing.get_type_hints(type(obj))[head]
+    hint = typing.get_type_hints(cls)[head]
     if len(parts) == 1:
         if dataclasses.is_dataclass(hint):
             raise ConfigError(f"{full!r} is a group; set one of its fields, e.g. {full}.<field>")
-        value = _parse_value(full, hint, text)
+        data[head] = _parse_value(full, hint, text)
     else:
         if not dataclasses.is_dataclass(hint):
             raise ConfigError(f"unknown config field {full!r}")
-        value = _replace_path(getattr(obj, head), parts[1:], text, full)
-    return dataclasses.replace(obj, **{head: value})
+        _set_path(hint, data[head], parts[1:], text, full)

@@ -15,3 +15,7 @@ class DataError(SinksJaxError):
 
 class TrainingDivergedError(SinksJaxError):
     """The loss became NaN or infinite."""
+
+
+class OutputError(SinksJaxError):
+    """An output folder that cannot hold a run: in use, foreign, a file, or not writable."""

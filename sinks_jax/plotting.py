@@ -28,11 +28,14 @@ plt.rcParams.update(
 
 
 def save(fig: plt.Figure, out_dir: Path, name: str, pdf: bool = False) -> list[str]:
-    """Save `name.png` (and `name.pdf` with `pdf=True`) under `out_dir`; returns file names."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Save `name.png` (and `name.pdf` with `pdf=True`) under `out_dir`, each atomically;
+    returns the file names."""
+    from sinks_jax.run_dir import atomic_path
+
     names = [f"{name}.png"] + ([f"{name}.pdf"] if pdf else [])
     for n in names:
-        fig.savefig(out_dir / n, dpi=200)
+        with atomic_path(out_dir / n) as tmp:
+            fig.savefig(tmp, dpi=200, format=n.rsplit(".", 1)[1])
     plt.close(fig)
     return names
 

@@ -11,10 +11,10 @@ stops with `TrainingDivergedError` naming the first non-finite step; the last go
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -28,11 +28,11 @@ import optax
 from flax import nnx, struct
 from tqdm.auto import tqdm
 
-from sinks_jax import sharding
+from sinks_jax import run_dir, sharding
 from sinks_jax.checkpoint import Checkpointer
 from sinks_jax.config import ExperimentConfig, OptimConfig, require, to_dict
 from sinks_jax.data import Batch
-from sinks_jax.errors import TrainingDivergedError
+from sinks_jax.errors import ConfigError, DataError, TrainingDivergedError
 
 
 @struct.dataclass
@@ -198,26 +198,43 @@ class TrainResult:
 EvalFn = Callable[[nnx.Module, int], dict[str, Any]]
 
 
-def prepare_out_dir(out_dir: Path, resume: bool) -> None:
-    """Create `out_dir`. A fresh (non-resume) run never deletes a previous run: it is moved to
-    `out_dir/archive/<time>/` first."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if resume:
-        return
-    old = [p for p in out_dir.iterdir() if p.name != "archive"]
-    if not old:
-        return
-    dest = out_dir / "archive" / time.strftime("%Y%m%d-%H%M%S")
-    dest.mkdir(parents=True, exist_ok=True)
-    for p in old:
-        shutil.move(str(p), dest / p.name)
-    print(f"[sinks_jax] previous results in {out_dir} moved to {dest}")
-
-
 def _append_jsonl(path: Path | None, row: dict[str, Any]) -> None:
     if path is not None:
         with path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(run_dir.json_text(row, indent=None) + "\n")
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """The rows of `metrics.jsonl`; a torn last line (a kill mid-write) is dropped."""
+    rows = []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            if i != len(lines) - 1:
+                raise DataError(f"{path}:{i + 1} is not a JSON row; the log is damaged") from None
+    return rows
+
+
+def restore_history(jsonl: Path, step: int) -> list[dict[str, Any]]:
+    """The log rows up to the restored checkpoint's `step`, or DataError if the log does not
+    reach it: the claims read the whole time series, so resuming without it would change them."""
+    if not jsonl.exists():
+        raise DataError(
+            f"cannot resume from the checkpoint at step {step}: {jsonl} is missing, and the "
+            "claims need the logged time series from step 0; rerun without --resume"
+        )
+    rows = read_log(jsonl)
+    if not any(r.get("kind") == "train" and r.get("step") == step for r in rows):
+        last = max((r.get("step", 0) for r in rows), default=0)
+        raise DataError(
+            f"cannot resume from the checkpoint at step {step}: {jsonl} ends at step {last}, "
+            "and the claims need the logged time series up to it; rerun without --resume"
+        )
+    return [r for r in rows if r["step"] <= step]
 
 
 def _first_bad(losses: list[tuple[int, jax.Array]]) -> int | None:
@@ -234,7 +251,7 @@ def train(
     batch_fn: Callable[[int], Batch],
     *,
     out_dir: str | Path | None = None,
-    resume: bool = False,
+    resume: bool | run_dir.Resume = False,
     eval_fn: EvalFn | None = None,
     eval_steps: list[int] | None = None,
     loss_fn: LossFn = next_token_loss,
@@ -242,40 +259,85 @@ def train(
     """Train `model_factory(rngs)` on `batch_fn(step)` for `cfg.train.steps` steps.
 
     `eval_fn(model, step)` runs on the un-donated parameters at `eval_steps` (default
-    `eval_schedule`) and its dict is logged. With `out_dir`, rows go to `metrics.jsonl`, the
-    resolved config to `config.json`, and checkpoints to `checkpoints/`.
+    `eval_schedule`) and its dict is logged. With `out_dir` (a run folder, see
+    `sinks_jax.run_dir`: locked, a previous run archived), rows go to `metrics.jsonl`, the
+    resolved config to `config.json`, and checkpoints to `checkpoints/`. `resume` continues from
+    the newest intact checkpoint after checking that the config continues the saved one and that
+    the log reaches the checkpoint (else ConfigError / DataError before anything is written).
     """
     tc = cfg.train
     check_microbatches(cfg.data.batch_size, tc.microbatches)
-    out = Path(out_dir) if out_dir is not None else None
-    jsonl = None
-    if out is not None:
-        prepare_out_dir(out, resume)
-        (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
-        jsonl = out / "metrics.jsonl"
+    with contextlib.ExitStack() as stack:
+        out = None if out_dir is None else Path(out_dir)
+        if out is not None:
+            out = stack.enter_context(
+                run_dir.open_run(
+                    out_dir,
+                    resume=bool(resume),
+                    mark={"kind": "train", "config": to_dict(cfg)},
+                    check_previous=lambda mark: _check_resume(cfg, mark.get("config"), resume, out),
+                )
+            )
+        return _train(cfg, model_factory, batch_fn, out, resume, eval_fn, eval_steps, loss_fn)
 
+
+def _check_resume(cfg: Any, saved: dict[str, Any] | None, resume: Any, where: Path) -> None:
+    if saved is not None:
+        run_dir.check_resume_config(
+            saved, to_dict(cfg), where=where, extend_schedule=run_dir.extends_schedule(resume)
+        )
+
+
+def _train(
+    cfg: ExperimentConfig,
+    model_factory: Callable[[nnx.Rngs], nnx.Module],
+    batch_fn: Callable[[int], Batch],
+    out: Path | None,
+    resume: bool | run_dir.Resume,
+    eval_fn: EvalFn | None,
+    eval_steps: list[int] | None,
+    loss_fn: LossFn,
+) -> TrainResult:
+    tc = cfg.train
     optimizer = make_optimizer(cfg.optim, tc.steps)
     graphdef, state = init_state(model_factory(nnx.Rngs(cfg.seed)), optimizer, cfg.seed)
     mesh = sharding.make_mesh(tc.devices, cfg.data.batch_size)
     state = sharding.replicate(state, mesh)
 
-    ckpt = (
-        Checkpointer(out / "checkpoints", tc.checkpoint_every, tc.keep_checkpoints)
-        if out is not None
-        else None
-    )
+    jsonl = None if out is None else out / "metrics.jsonl"
+    ckpt = None
+    if out is not None:
+        ckpt = Checkpointer(out / "checkpoints", tc.checkpoint_every, tc.keep_checkpoints)
     history: list[dict[str, Any]] = []
     resumed_from = None
-    if resume and ckpt is not None and ckpt.latest_step() is not None:
-        state = ckpt.restore(state)
-        resumed_from = int(state.step)
-        if jsonl is not None and jsonl.exists():  # keep the rows up to the restored step
-            rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
-            history = [r for r in rows if r["step"] <= resumed_from]
-            jsonl.write_text("".join(json.dumps(r) + "\n" for r in history))
-        print(f"[sinks_jax] resumed from step {resumed_from} ({ckpt.directory})")
-    elif resume:
-        print("[sinks_jax] --resume: no checkpoint found, starting from step 0")
+    try:
+        if resume and out is not None:
+            saved_config = out / "config.json"
+            if saved_config.exists():  # this run's own config (a sub-run of a module)
+                _check_resume(cfg, json.loads(saved_config.read_text()), resume, out)
+            restored = ckpt.restore_latest_good(state)
+            if restored is None:
+                print(
+                    f"[sinks_jax] --resume: no checkpoint in {ckpt.directory}; starting from step 0"
+                )
+            else:
+                state, resumed_from = restored
+                if resumed_from > tc.steps:
+                    raise ConfigError(
+                        f"cannot resume {out}: train.steps={tc.steps} is smaller than the "
+                        f"checkpoint's step {resumed_from}"
+                    )
+                history = restore_history(jsonl, resumed_from)
+                print(f"[sinks_jax] resumed from step {resumed_from} ({ckpt.directory})")
+        if out is not None:  # written only once every check has passed
+            run_dir.atomic_write_json(out / "config.json", to_dict(cfg))
+            run_dir.atomic_write_text(
+                jsonl, "".join(run_dir.json_text(r, indent=None) + "\n" for r in history)
+            )
+    except BaseException:
+        if ckpt is not None:
+            ckpt.close()
+        raise
 
     step_fn = make_train_step(graphdef, optimizer, loss_fn, tc.microbatches)
     evals = set(eval_schedule(tc.steps, tc.eval_every) if eval_steps is None else eval_steps)

@@ -10,7 +10,11 @@ files, one `.txt` file split on `separator`, or a `.jsonl` file with a `text` fi
 synthetic documents use ids below `synthetic_vocab`; `tokenizer="bpe"` trains a byte-level BPE
 (Hugging Face `tokenizers`) on a text corpus instead. The tokenised corpus is a flat `uint16`
 array plus document offsets (numpy memmap), cached under a key of the sources' content hash and
-the tokenizer; documents are split into train / validation deterministically.
+the tokenizer; documents are split into train / validation deterministically. Cache files are
+written atomically and `manifest.json`, written last, marks a complete entry; an entry that fails
+its integrity check on load (or a `bpe.json` that does not load) is rebuilt. Corpus files must be
+UTF-8 text: invalid UTF-8, binary-looking files and malformed JSONL records are `DataError`s
+naming the file (and line).
 
 Packing strategies (Barbero et al. 2025 §5; Gu et al. 2025, Fig. 1):
 1. `bos_per_doc_causal`: [BOS doc BOS doc …] back to back, cut into windows at random offsets,
@@ -37,9 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sinks_jax.config import require
+from sinks_jax.config import SHAKESPEARE_CHARS, require
 from sinks_jax.data import Batch, load_shakespeare_table
 from sinks_jax.errors import DataError
+from sinks_jax.run_dir import atomic_write
 
 BOS, EOS, PAD = 256, 257, 258
 SYNTHETIC_VERSION = 2  # part of the cache key: bump when the synthetic generators change
@@ -79,6 +84,21 @@ class CorpusConfig:
 
     def __post_init__(self) -> None:
         require(self.source in SOURCES, "data.source", self.source, str(SOURCES))
+        require(
+            not self.path or self.source == "path",
+            "data.path",
+            self.path,
+            f"only with data.source='path' (got data.source={self.source!r}); add "
+            "--set data.source=path",
+        )
+        if self.source == "synthetic_bb":
+            chars = self.synthetic_vocab if self.per_doc_table else SHAKESPEARE_CHARS
+            require(
+                0 <= self.n_triggers < chars,
+                "data.n_triggers",
+                self.n_triggers,
+                f"in [0, {chars}) (the table has {chars} characters)",
+            )
         require(self.packing in PACKINGS, "data.packing", self.packing, str(PACKINGS))
         require(
             2 <= self.doc_len_min <= self.doc_len_max,
@@ -133,6 +153,76 @@ def builtin_documents() -> list[str]:
     return docs
 
 
+# Control bytes that do not occur in text (all of C0 and DEL except \t \n \f \r); with U+FFFD,
+# more than BINARY_SHARE of a file's characters mark it as binary.
+_CONTROL_BYTES = bytes([*range(0x09), 0x0B, *range(0x0E, 0x20), 0x7F])
+_REPLACEMENT_UTF8 = "\ufffd".encode()
+BINARY_SHARE = 0.01
+
+
+def _read_corpus_text(path: Path) -> str:
+    """A corpus file's text: strict UTF-8, newlines translated as text-mode `open` does (\\r\\n
+    and \\r become \\n). An unreadable, binary-looking or non-UTF-8 file is a `DataError` naming
+    it. Cheap: a NUL search, one decode and a byte count."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read corpus file {path}: {e.strerror or e}") from None
+    binary = f"{path} looks like a binary file, not text"
+    if b"\x00" in raw:
+        raise DataError(f"{binary} (a NUL byte at byte {raw.index(0)})")
+    controls = len(raw) - len(raw.translate(None, _CONTROL_BYTES))
+    if controls > BINARY_SHARE * len(raw):
+        raise DataError(f"{binary} ({controls} of {len(raw)} bytes are control characters)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:  # legacy encodings land here, so U+FFFD share is no sign
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise DataError(
+            f"{path}:{line}: not valid UTF-8 text at byte {e.start} ({e.reason}); "
+            "convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
+    odd = controls + raw.count(_REPLACEMENT_UTF8)
+    if odd > BINARY_SHARE * len(text):
+        raise DataError(
+            f"{binary} ({odd} of {len(text)} characters are control or replacement characters)"
+        )
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _json_kind(value) -> str:
+    for kind, name in ((type(None), "null"), (bool, "a boolean"), (int | float, "a number")):
+        if isinstance(value, kind):
+            return name
+    return {str: "a string", list: "an array", dict: "an object"}.get(type(value), "a value")
+
+
+def _jsonl_text(line: str, where: str) -> str:
+    """The `text` field of one JSONL record (`where` = file:line for the error message)."""
+    expected = "expected a JSON object with a 'text' field"
+    try:
+        record = json.loads(line)
+    except RecursionError:
+        raise DataError(f"{where}: JSON nested too deeply; {expected}") from None
+    except ValueError as e:  # JSONDecodeError, or an integer too long to convert
+        reason = e.msg if isinstance(e, json.JSONDecodeError) else str(e)
+        raise DataError(f"{where}: not valid JSON ({reason}); {expected}") from None
+    if not isinstance(record, dict) or "text" not in record:
+        got = "an object without 'text'" if isinstance(record, dict) else _json_kind(record)
+        raise DataError(f"{where}: {expected}, got {got}")
+    text = record["text"]
+    if not isinstance(text, str):
+        raise DataError(f"{where}: 'text' must be a string, got {_json_kind(text)}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise DataError(
+            f"{where}: 'text' holds an unpaired surrogate \\u{ord(text[e.start]):04x}, "
+            "not valid Unicode text"
+        ) from None
+    return text
+
+
 def path_documents(path: str, separator: str) -> list[str]:
     if not path:
         raise DataError(
@@ -140,27 +230,28 @@ def path_documents(path: str, separator: str) -> list[str]:
             "files, a .txt file split on data.separator, or a .jsonl file with a 'text' field)"
         )
     p = Path(path)
-    if not p.exists():
+    try:
+        exists, is_dir = p.exists(), p.is_dir()
+        files = sorted(f for f in p.rglob("*.txt") if f.is_file()) if is_dir else []
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        raise DataError(
+            f"cannot read corpus path {p}: {getattr(e, 'strerror', None) or e}"
+        ) from None
+    if not exists:
         raise DataError(
             f"corpus path {p} does not exist; pass a folder of .txt files, a .txt or a .jsonl file"
         )
-    if p.is_dir():
-        files = sorted(p.rglob("*.txt"))
+    if is_dir:
         if not files:
             raise DataError(f"no .txt files under {p}")
-        docs = [f.read_text(encoding="utf-8", errors="replace") for f in files]
+        docs = [_read_corpus_text(f) for f in files]
     elif p.suffix == ".jsonl":
-        docs = []
-        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines()):
-            if line.strip():
-                try:
-                    docs.append(json.loads(line)["text"])
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise DataError(
-                        f"{p}:{i + 1}: expected a JSON object with a 'text' field"
-                    ) from None
+        # Split on \n only: str.splitlines() also splits on U+2028, U+0085, … which JSON strings
+        # may hold unescaped.
+        lines = _read_corpus_text(p).split("\n")
+        docs = [_jsonl_text(line, f"{p}:{i + 1}") for i, line in enumerate(lines) if line.strip()]
     else:
-        docs = p.read_text(encoding="utf-8", errors="replace").split(separator)
+        docs = _read_corpus_text(p).split(separator)
     docs = [d for d in docs if d.strip()]
     if not docs:
         raise DataError(f"corpus {p} has no non-empty documents")
@@ -255,17 +346,134 @@ def vocab_size(cfg: CorpusConfig) -> int:
     return VOCAB_SIZE + (cfg.bpe_vocab if cfg.tokenizer == "bpe" else 0)
 
 
-def _train_bpe(texts: list[str], cfg: CorpusConfig, path: Path):
-    """Byte-level BPE (Hugging Face `tokenizers`) trained on the corpus, saved to `path`."""
+# ---------------------------------------------------------------------------------------------
+# Cache files: atomic writes, a manifest as the completeness mark, an integrity check on load
+
+CACHE_FORMAT = 1  # manifest.json "format"
+MANIFEST = "manifest.json"
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
+
+
+def _cache_write_error(cache: Path, e: OSError) -> DataError:
+    return DataError(
+        f"cannot write the corpus cache {cache}: {e.strerror or e}; point data.cache_dir at a "
+        "writable folder with free space"
+    )
+
+
+def _one_line(e: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def _write_cache(cache: Path, tokens: np.ndarray, offsets: np.ndarray, key: str) -> None:
+    """tokens.npy and offsets.npy, then manifest.json (the mark of a complete entry), each
+    atomically. A stale manifest is removed first, so no manifest vouches for arrays in flux."""
     try:
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+        cache.mkdir(parents=True, exist_ok=True)
+        (cache / MANIFEST).unlink(missing_ok=True)
+        _atomic_save_npy(cache / "tokens.npy", tokens)
+        _atomic_save_npy(cache / "offsets.npy", offsets)
+        manifest = {
+            "format": CACHE_FORMAT,
+            "content_hash": key,
+            "n_tokens": int(len(tokens)),
+            "n_docs": int(len(offsets) - 1),
+            "tokens_dtype": str(tokens.dtype),
+            "offsets_dtype": str(offsets.dtype),
+            "tokens_bytes": (cache / "tokens.npy").stat().st_size,
+            "offsets_bytes": (cache / "offsets.npy").stat().st_size,
+            "tokens_sha256": _sha256(tokens),  # provenance; not re-read on every load
+            "offsets_sha256": _sha256(offsets),  # checked on load (the array is small)
+        }
+        text = json.dumps(manifest, indent=1) + "\n"
+        atomic_write(cache / MANIFEST, lambda f: f.write(text.encode("utf-8")))
+    except OSError as e:
+        raise _cache_write_error(cache, e) from None
+
+
+def _load_cache(cache: Path, key: str, bpe: bool) -> tuple[np.ndarray, np.ndarray] | str:
+    """(tokens memmap, offsets) of a complete, consistent cache entry, or why it is not one:
+    manifest present and parseable, file sizes, shapes and dtypes as recorded, offsets from 0,
+    non-decreasing, ending at len(tokens) and matching their checksum, and a bpe.json that loads
+    for a BPE corpus."""
+    try:
+        manifest = json.loads((cache / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"{MANIFEST} missing"
+    except (OSError, ValueError) as e:
+        return f"{MANIFEST} unreadable: {_one_line(e)}"
+    if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
+        return f"{MANIFEST} has another format"
+    try:
+        n_tokens, n_docs = int(manifest["n_tokens"]), int(manifest["n_docs"])
+        sizes = {name: int(manifest[f"{name}_bytes"]) for name in ("tokens", "offsets")}
+        offsets_sha = str(manifest["offsets_sha256"])
+    except (KeyError, TypeError, ValueError):
+        return f"{MANIFEST} lacks fields"
+    if manifest.get("content_hash") != key:
+        return f"{MANIFEST} describes other content"
+    for name, size in sizes.items():
+        try:
+            actual = (cache / f"{name}.npy").stat().st_size
+        except OSError:
+            return f"{name}.npy missing"
+        if actual != size:
+            return f"{name}.npy has {actual} bytes, {MANIFEST} says {size}"
+    arrays = {}
+    for name in ("tokens", "offsets"):
+        try:  # tokens as a memmap: a cache hit reads only the headers and the offsets
+            arrays[name] = np.load(
+                cache / f"{name}.npy", mmap_mode="r" if name == "tokens" else None
+            )
+        except Exception as e:  # a damaged .npy header fails in numpy's parser in many ways
+            return f"{name}.npy does not load: {type(e).__name__}: {_one_line(e)}"
+    tokens, offsets = arrays["tokens"], arrays["offsets"]
+    if tokens.dtype != np.uint16 or tokens.shape != (n_tokens,):
+        return f"tokens.npy is {tokens.dtype}{list(tokens.shape)}, expected uint16[{n_tokens}]"
+    if offsets.dtype != np.int64 or offsets.shape != (n_docs + 1,):
+        return f"offsets.npy is {offsets.dtype}{list(offsets.shape)}, expected int64[{n_docs + 1}]"
+    if offsets[0] != 0 or offsets[-1] != n_tokens or (np.diff(offsets) < 0).any():
+        return "offsets.npy does not run from 0 up to len(tokens)"
+    if _sha256(offsets) != offsets_sha:
+        return "offsets.npy does not match its checksum"
+    if bpe:
+        try:
+            _tokenizer_class().from_file(str(cache / "bpe.json"))
+        except Exception as e:  # tokenizers raises a bare Exception for a malformed file
+            return f"bpe.json does not load: {_one_line(e)}"
+    return tokens, offsets
+
+
+def _tokenizer_class():
+    try:
+        from tokenizers import Tokenizer
     except ImportError:
         raise DataError(
             "data.tokenizer='bpe' needs the Hugging Face tokenizers package: "
             "pip install -e '.[bpe]' (or use data.tokenizer=bytes)"
         ) from None
+    return Tokenizer
+
+
+def _train_bpe(texts: list[str], cfg: CorpusConfig, path: Path):
+    """Byte-level BPE (Hugging Face `tokenizers`) trained on the corpus, saved to `path`
+    (atomically); an existing `path` is reused if it loads and retrained if it does not."""
+    Tokenizer = _tokenizer_class()
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
     if path.exists():
-        return Tokenizer.from_file(str(path))
+        try:
+            return Tokenizer.from_file(str(path))
+        except Exception:  # damaged (build_store's integrity check has said so): retrain
+            pass
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -275,8 +483,11 @@ def _train_bpe(texts: list[str], cfg: CorpusConfig, path: Path):
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tok.save(str(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda f: f.write(tok.to_str(pretty=True).encode("utf-8")))
+    except OSError as e:
+        raise _cache_write_error(path.parent, e) from None
     return tok
 
 
@@ -321,7 +532,8 @@ def decode(ids: np.ndarray, cfg: CorpusConfig, store: TokenStore | None = None) 
 
 def build_store(cfg: CorpusConfig, seed: int = 0) -> TokenStore:
     """Tokenise the configured source once and cache it on disk as a flat `uint16` array plus
-    document offsets (`tokens.npy`, `offsets.npy`, read back as numpy memmaps)."""
+    document offsets (`tokens.npy`, `offsets.npy`, read back as numpy memmaps) and a
+    `manifest.json`; a cache entry that fails its integrity check is rebuilt."""
     if cfg.source in ("synthetic_bb", "synthetic_markov"):
         desc = {
             k: getattr(cfg, k)
@@ -350,18 +562,24 @@ def build_store(cfg: CorpusConfig, seed: int = 0) -> TokenStore:
         tokenizer = "bytes" if cfg.tokenizer == "bytes" else f"bpe{cfg.bpe_vocab}"
     desc.update({"content_hash": key, "tokenizer": tokenizer, "val_fraction": cfg.val_fraction})
     cache = Path(cfg.cache_dir) / f"{cfg.source}-{key[:16]}-{tokenizer.replace(' ', '_')}"
-    if not (cache / "offsets.npy").exists():
+    bpe = texts is not None and cfg.tokenizer == "bpe"
+    loaded = _load_cache(cache, key, bpe)
+    if isinstance(loaded, str):
+        if any((cache / name).exists() for name in (MANIFEST, "tokens.npy", "offsets.npy")):
+            print(
+                f"[sinks_jax] corpus cache {cache} is incomplete or damaged ({loaded}); rebuilding"
+            )
         if texts is None:
             docs = [d.astype(np.uint16) for d in synthetic_documents(cfg, seed)]
         else:
             docs = encode(texts, cfg, cache)
         offsets = np.concatenate([[0], np.cumsum([len(d) for d in docs])]).astype(np.int64)
         tokens = np.concatenate(docs) if docs else np.zeros(0, np.uint16)
-        cache.mkdir(parents=True, exist_ok=True)
-        np.save(cache / "tokens.npy", tokens)
-        np.save(cache / "offsets.npy", offsets)  # written last: marks a complete cache entry
-    tokens = np.load(cache / "tokens.npy", mmap_mode="r")
-    offsets = np.load(cache / "offsets.npy")
+        _write_cache(cache, tokens, offsets, key)
+        loaded = _load_cache(cache, key, bpe)
+        if isinstance(loaded, str):
+            raise DataError(f"corpus cache {cache} fails its check right after a rebuild: {loaded}")
+    tokens, offsets = loaded
     n = len(offsets) - 1
     if n < 2:
         raise DataError(

@@ -30,12 +30,11 @@ plt.rcParams.update(
 def save(fig: plt.Figure, out_dir: Path, name: str, pdf: bool = False) -> list[str]:
     """Save `name.png` (and `name.pdf` with `pdf=True`) under `out_dir`, each atomically;
     returns the file names."""
-    from sinks_jax.run_dir import atomic_path
+    from sinks_jax.run_dir import atomic_write
 
     names = [f"{name}.png"] + ([f"{name}.pdf"] if pdf else [])
     for n in names:
-        with atomic_path(out_dir / n) as tmp:
-            fig.savefig(tmp, dpi=200, format=n.rsplit(".", 1)[1])
+        atomic_write(out_dir / n, lambda f, n=n: fig.savefig(f, dpi=200, format=n.rsplit(".")[1]))
     plt.close(fig)
     return names
 

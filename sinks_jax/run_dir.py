@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from sinks_jax.errors import ConfigError, OutputError, SinksJaxError, TrainingDivergedError
 
@@ -36,29 +36,29 @@ _KEEP_IN_PLACE = {ARCHIVE, LOCK}  # never archived
 # Atomic writes
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path in `path`'s folder; on success fsync it and rename it over `path`.
-
-    For writers that need a file name (`savefig`, `np.save`); a crash leaves `path` as it was.
-    """
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Write `path` so that it holds its old content or all of the new one, never a part:
+    `write(f)` fills a temp file in the same folder, which is flushed, fsynced and renamed over
+    `path` (for `savefig`, `np.save`, text)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as f:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     _fsync_dir(path.parent)
 
 
 def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # not every file system lets a folder be fsynced
+    """Make a rename in `folder` durable (best effort: not every file system opens folders)."""
+    with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -67,8 +67,7 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def json_text(payload: Any, indent: int | None = 2) -> str:
@@ -300,8 +299,14 @@ def open_run(
 # ---------------------------------------------------------------------------------------------
 # Resume: the saved config against the requested one
 
-# Fields that may differ on resume: the number of steps (it may only grow) and the progress bar.
-RESUMABLE_FIELDS = ("train.steps", "train.progress")
+# Fields that may differ on resume: the number of steps (it may only grow) and those that do not
+# change what is computed (the progress bar, how often checkpoints are saved and how many kept).
+RESUMABLE_FIELDS = (
+    "train.steps",
+    "train.progress",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+)
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

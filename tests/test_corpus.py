@@ -2,11 +2,16 @@
 
 import dataclasses
 import json
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from sinks_jax import corpus
+from sinks_jax import corpus, run_dir
 from sinks_jax.corpus import BOS, EOS, PAD
 from sinks_jax.errors import ConfigError, DataError
 
@@ -216,3 +221,271 @@ def test_synthetic_bb_documents_copy_after_triggers(tmp_path):
     copies = [(d[t], d[t - 2]) for d in docs for t in range(2, len(d)) if triggers[d[t - 1]]]
     assert len(copies) > 100 and all(a == b for a, b in copies)
     assert not any(triggers[d[0]] for d in docs)  # the first token is never a trigger
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs that lose nothing: a damaged token cache is rebuilt, bad input is one DataError line.
+
+
+def _damage(cache, how):
+    if how == "truncated_offsets":
+        data = (cache / "offsets.npy").read_bytes()
+        (cache / "offsets.npy").write_bytes(data[: len(data) // 2])
+    elif how == "truncated_tokens":
+        data = (cache / "tokens.npy").read_bytes()
+        (cache / "tokens.npy").write_bytes(data[: len(data) - 7])
+    elif how == "missing_manifest":
+        (cache / "manifest.json").unlink(missing_ok=True)
+    elif how == "garbled_manifest":
+        (cache / "manifest.json").write_text("{not json")
+    elif how == "garbled_npy_header":  # same size, header bytes overwritten
+        data = bytearray((cache / "tokens.npy").read_bytes())
+        data[10:20] = b"xxxxxxxxxx"
+        (cache / "tokens.npy").write_bytes(bytes(data))
+    elif how == "offsets_past_the_end":  # a well-formed .npy whose offsets overrun the tokens
+        offsets = np.load(cache / "offsets.npy")
+        offsets[-1] += 5
+        np.save(cache / "offsets.npy", offsets)
+    else:
+        raise AssertionError(how)
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "truncated_offsets",
+        "truncated_tokens",
+        "missing_manifest",
+        "garbled_manifest",
+        "garbled_npy_header",
+        "offsets_past_the_end",
+    ],
+)
+def test_a_damaged_token_cache_is_rebuilt(tmp_path, capsys, how):
+    cfg = _cfg(tmp_path)
+    first = corpus.build_store(cfg)
+    tokens, offsets = np.array(first.tokens), np.array(first.offsets)
+    cache = Path(first.info["cache"])
+    assert capsys.readouterr().out == ""  # a fresh build says nothing
+    _damage(cache, how)
+    again = corpus.build_store(cfg)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith(f"[sinks_jax] corpus cache {cache} ")
+    assert "incomplete or damaged" in out[0] and out[0].endswith("); rebuilding")
+    np.testing.assert_array_equal(again.tokens, tokens)
+    np.testing.assert_array_equal(again.offsets, offsets)
+    assert json.loads((cache / "manifest.json").read_text())["n_tokens"] == len(tokens)
+    corpus.build_store(cfg)  # now sound: loaded silently
+    assert capsys.readouterr().out == ""
+    assert not [p.name for p in cache.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_damaged_bpe_json_is_retrained(tmp_path, capsys, text_folder):
+    pytest.importorskip("tokenizers")
+    cfg = _cfg(tmp_path, source="path", path=str(text_folder), tokenizer="bpe", bpe_vocab=300)
+    first = corpus.build_store(cfg)
+    cache = Path(first.info["cache"])
+    capsys.readouterr()
+    (cache / "bpe.json").write_text('{"version": "1.0", "trunc')
+    store = corpus.build_store(cfg)
+    out = capsys.readouterr().out
+    assert "bpe.json" in out and out.strip().endswith("rebuilding")
+    decoded = sorted(corpus.decode(store.doc(i), cfg, store) for i in range(len(TEXTS)))
+    assert decoded == sorted(TEXTS)
+
+
+def test_cache_files_are_written_atomically(tmp_path, monkeypatch):
+    target = tmp_path / "a.npy"
+    corpus._atomic_save_npy(target, np.arange(5, dtype=np.uint16))
+
+    def broken_fsync(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(run_dir.os, "fsync", broken_fsync)
+    with pytest.raises(OSError):
+        corpus._atomic_save_npy(target, np.arange(9, dtype=np.uint16))
+    np.testing.assert_array_equal(np.load(target), np.arange(5))  # the old file is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["a.npy"]  # no temp file left behind
+
+
+def test_an_unwritable_cache_dir_is_a_data_error(tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    cfg = _cfg(tmp_path, cache_dir=str(tmp_path / "a_file" / "cache"))
+    with pytest.raises(DataError, match="cannot write the corpus cache") as err:
+        corpus.build_store(cfg)
+    assert "\n" not in str(err.value)
+
+
+def _one_line_data_error(cfg, match):
+    with pytest.raises(DataError, match=match) as err:
+        corpus.build_store(cfg)
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"text": null}',
+        b'{"text": 42}',
+        b'{"text": ["a", "list"]}',
+        b'["not", "an", "object"]',
+        b'"just a string"',
+        b'{"text": "bad \xff\xfe bytes"}',
+        b'{"text": "a lone surrogate \\ud800"}',
+        b"[" * 100_000,
+    ],
+    ids=[
+        "null",
+        "number",
+        "list",
+        "array_line",
+        "string_line",
+        "invalid_utf8",
+        "surrogate",
+        "deeply_nested",
+    ],
+)
+def test_bad_jsonl_records_are_one_line_data_errors(tmp_path, line):
+    bad = tmp_path / "records.jsonl"
+    bad.write_bytes(b'{"text": "a fine first document"}\n' + line + b'\n{"text": "third"}\n')
+    _one_line_data_error(_cfg(tmp_path, source="path", path=str(bad)), r"records\.jsonl:2\b")
+
+
+def test_jsonl_keeps_unicode_line_separators_inside_strings(tmp_path):
+    texts = ["one\u2028line\u2029with separators\x85", "two", "three \x1c four"]
+    path = tmp_path / "sep.jsonl"
+    path.write_text(
+        "\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in texts), encoding="utf-8"
+    )
+    cfg = _cfg(tmp_path, source="path", path=str(path))
+    store = corpus.build_store(cfg)
+    assert sorted(corpus.decode(store.doc(i), cfg) for i in range(3)) == sorted(texts)
+
+
+def test_invalid_utf8_text_is_a_data_error_naming_the_file(tmp_path, text_folder):
+    txt = tmp_path / "latin1.txt"
+    raw = "first document\n\n\nsecond: caf\xe9".encode("latin-1")
+    txt.write_bytes(raw)
+    msg = _one_line_data_error(_cfg(tmp_path, source="path", path=str(txt)), "UTF-8")
+    assert str(txt) in msg and f"byte {raw.index(0xE9)}" in msg
+    (text_folder / "3.txt").write_bytes(b"an ok start, then \xc3\x28")
+    msg = _one_line_data_error(_cfg(tmp_path, source="path", path=str(text_folder)), "UTF-8")
+    assert str(text_folder / "3.txt") in msg
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        bytes(range(256)) * 100,
+        b"\x00\x00MZ" + b"text " * 50,
+        ("\x01\x02\x03\x04 abc" * 40).encode(),
+    ],
+    ids=["all_bytes", "nul", "control_chars"],
+)
+@pytest.mark.parametrize("kind", ["txt", "folder", "jsonl"])
+def test_binary_input_is_rejected(tmp_path, payload, kind):
+    if kind == "folder":
+        folder = tmp_path / "docs"
+        folder.mkdir()
+        (folder / "0.txt").write_text("a real document\n")
+        path = folder / "1.txt"
+        target = folder
+    else:
+        path = target = tmp_path / f"blob.{kind}"
+    path.write_bytes(payload)
+    cfg = _cfg(tmp_path, source="path", path=str(target))
+    msg = _one_line_data_error(cfg, "looks like a binary file, not text")
+    assert str(path) in msg
+
+
+def test_text_with_a_few_control_characters_is_accepted(tmp_path):
+    texts = ["page one\fpage two\twith a tab", "line\r\nending", "plain " * 30 + "\x1b[1mbold"]
+    path = tmp_path / "ok.txt"
+    path.write_bytes("\n\n\n".join(texts).encode())
+    cfg = _cfg(tmp_path, source="path", path=str(path))
+    store = corpus.build_store(cfg)
+    expected = [t.replace("\r\n", "\n") for t in texts]  # universal newlines, as before
+    assert sorted(corpus.decode(store.doc(i), cfg) for i in range(3)) == sorted(expected)
+
+
+def test_an_unreadable_corpus_file_is_a_data_error(tmp_path, text_folder, monkeypatch):
+    locked = text_folder / "2.txt"
+    real_read_bytes, real_read_text = Path.read_bytes, Path.read_text
+
+    def denied(real):
+        def read(self, *args, **kw):
+            if self == locked:
+                raise PermissionError(13, "Permission denied", str(self))
+            return real(self, *args, **kw)
+
+        return read
+
+    monkeypatch.setattr(Path, "read_bytes", denied(real_read_bytes))
+    monkeypatch.setattr(Path, "read_text", denied(real_read_text))
+    msg = _one_line_data_error(
+        _cfg(tmp_path, source="path", path=str(text_folder)), "Permission denied"
+    )
+    assert str(locked) in msg
+
+
+def test_data_path_needs_source_path(tmp_path):
+    with pytest.raises(ConfigError, match=r"data\.path='corpus\.txt'.*data\.source") as err:
+        _cfg(tmp_path, path="corpus.txt")
+    assert "synthetic_bb" in str(err.value) and "data.source=path" in str(err.value)
+    cfg = _cfg(tmp_path, source="path", path="corpus.txt")  # fine together
+    with pytest.raises(ConfigError, match=r"data\.path"):
+        dataclasses.replace(cfg, source="builtin")
+    assert dataclasses.replace(cfg, source="builtin", path="").source == "builtin"
+
+
+_SEP = b"\n\n\n"
+
+
+def _expected_docs(raw: bytes) -> list[str]:
+    text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+    return sorted(d for d in text.split(_SEP.decode()) if d.strip())
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.lists(st.binary(max_size=40), max_size=5).map(_SEP.join),
+        st.lists(st.text(max_size=40), min_size=2, max_size=5).map(
+            lambda ts: _SEP.join(t.encode("utf-8") for t in ts)
+        ),
+    )
+)
+def test_any_bytes_as_a_txt_corpus_build_exactly_or_raise_data_error(raw):
+    root = Path(tempfile.mkdtemp(prefix="sinks_corpus_"))
+    try:
+        path = root / "corpus.txt"
+        path.write_bytes(raw)
+        cfg = _cfg(root, source="path", path=str(path))
+        try:
+            store = corpus.build_store(cfg)
+        except DataError as e:
+            assert "\n" not in str(e)
+            return
+        # Built: nothing altered, every document exactly the file's UTF-8 text.
+        n = store.info["n_docs"]
+        assert sorted(corpus.decode(store.doc(i), cfg) for i in range(n)) == _expected_docs(raw)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.binary(max_size=30), min_size=1, max_size=4))
+def test_any_bytes_as_jsonl_lines_build_or_raise_data_error(lines):
+    root = Path(tempfile.mkdtemp(prefix="sinks_corpus_"))
+    try:
+        path = root / "corpus.jsonl"
+        good = [json.dumps({"text": f"document {i}"}).encode() for i in range(2)]
+        path.write_bytes(b"\n".join(good + [ln.replace(b"\n", b" ") for ln in lines]))
+        try:
+            corpus.build_store(_cfg(root, source="path", path=str(path)))
+        except DataError as e:
+            assert "\n" not in str(e)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

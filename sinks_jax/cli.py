@@ -22,6 +22,7 @@ import platform
 import sys
 import textwrap
 import time
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,13 @@ class Experiment:
     preset_notes: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (exit 2), like every other bad input."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def build_parser(exp: Experiment) -> argparse.ArgumentParser:
     default_cfg = next(iter(exp.presets.values()))
     presets = "\n".join(f"  {name:8s} {exp.preset_notes.get(name, '')}" for name in exp.presets)
@@ -78,7 +86,7 @@ def build_parser(exp: Experiment) -> argparse.ArgumentParser:
         "starts a new, longer schedule from the checkpoint. Exit codes: 0 run complete "
         "(whatever the claims say), 2 bad input (one line on stderr), 130 interrupted."
     )
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=f"python -m {_module_of(exp)}",
         description=textwrap.dedent(exp.description),
         epilog=epilog,

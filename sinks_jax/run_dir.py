@@ -251,11 +251,11 @@ def open_run(
 
     Fresh: a previous run is archived first (a non-empty folder without the mark is refused).
     Resume: `check_previous(mark)` vets the saved run before anything is written (a folder
-    without the mark is refused unless empty: then the run starts fresh, with a message). The
-    mark is then (re)written. Inside a folder this process already holds, the holder has done
-    all this and `open_run` only creates the folder. An input error (`SinksJaxError` other
-    than a diverged loss) in a folder this call created removes the folder again: a bad input
-    never leaves a half-written run behind.
+    without the mark is refused unless empty: then the run starts fresh, with a message); the
+    caller rewrites the mark when the resumed run is done. Inside a folder this process already
+    holds, the holder has done all this and `open_run` only creates the folder. An input error
+    (`SinksJaxError` other than a diverged loss) in a folder this call created removes the
+    folder again: a bad input never leaves a half-written run behind.
     """
     path = check_out_dir(folder)
     if held_by_this_process(path):
@@ -273,6 +273,8 @@ def open_run(
         if resume and is_run_dir(path):
             if check_previous is not None:
                 check_previous(read_mark(path))
+            # The mark keeps the saved run's config until the resumed run rewrites it at its
+            # end: a resume that stops early is checked against what the checkpoints hold.
         elif resume and _entries(path):
             raise OutputError(
                 f"cannot resume in {path}: it is not a sinks_jax run folder (no {MARK})"
@@ -283,7 +285,7 @@ def open_run(
             moved = archive_previous(path)
             if moved is not None:
                 say(f"[sinks_jax] the previous run in {path} was moved to {moved}")
-        write_mark(path, mark)
+            write_mark(path, mark)
         yield path
     except SinksJaxError as err:
         if created and not isinstance(err, TrainingDivergedError):

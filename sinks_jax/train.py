@@ -269,6 +269,7 @@ def train(
     check_microbatches(cfg.data.batch_size, tc.microbatches)
     with contextlib.ExitStack() as stack:
         out = None if out_dir is None else Path(out_dir)
+        owns_folder = out is not None and not run_dir.held_by_this_process(out)
         if out is not None:
             out = stack.enter_context(
                 run_dir.open_run(
@@ -278,7 +279,9 @@ def train(
                     check_previous=lambda mark: _check_resume(cfg, mark.get("config"), resume, out),
                 )
             )
-        return _train(cfg, model_factory, batch_fn, out, resume, eval_fn, eval_steps, loss_fn)
+        return _train(
+            cfg, model_factory, batch_fn, out, owns_folder, resume, eval_fn, eval_steps, loss_fn
+        )
 
 
 def _check_resume(cfg: Any, saved: dict[str, Any] | None, resume: Any, where: Path) -> None:
@@ -293,6 +296,7 @@ def _train(
     model_factory: Callable[[nnx.Rngs], nnx.Module],
     batch_fn: Callable[[int], Batch],
     out: Path | None,
+    owns_folder: bool,  # train() opened `out` itself (not a sub-run of a module's run)
     resume: bool | run_dir.Resume,
     eval_fn: EvalFn | None,
     eval_steps: list[int] | None,
@@ -330,6 +334,8 @@ def _train(
                 history = restore_history(jsonl, resumed_from)
                 print(f"[sinks_jax] resumed from step {resumed_from} ({ckpt.directory})")
         if out is not None:  # written only once every check has passed
+            if resume and owns_folder:  # the mark now describes the resumed run
+                run_dir.write_mark(out, {"kind": "train", "config": to_dict(cfg)})
             run_dir.atomic_write_json(out / "config.json", to_dict(cfg))
             run_dir.atomic_write_text(
                 jsonl, "".join(run_dir.json_text(r, indent=None) + "\n" for r in history)

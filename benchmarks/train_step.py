@@ -15,7 +15,6 @@ of its vocabulary (the step time does not depend on the text). The step uses the
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +27,7 @@ from sinks_jax.cli import environment
 from sinks_jax.data import Batch, batch_for_step, make_task
 from sinks_jax.errors import ConfigError
 from sinks_jax.model import GPT, Capture
+from sinks_jax.run_dir import atomic_write_json
 from sinks_jax.train import check_microbatches, init_state, make_optimizer, make_train_step
 
 
@@ -117,8 +117,7 @@ def main() -> None:
     except ConfigError as e:
         parser.error(str(e))
     out = args.out or Path("results") / "bench" / f"{args.experiment}_{args.preset}"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(result, indent=2))
+    atomic_write_json(out / "bench.json", result)  # writes only this file, never moves any
     for key, value in result.items():
         if key != "environment":
             print(f"{key:36s} {value}")

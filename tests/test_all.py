@@ -23,8 +23,28 @@ def test_every_module_with_an_experiment_is_listed():
 
 
 def test_unknown_module_is_a_clear_error():
-    with pytest.raises(SystemExit, match="unknown module"):
+    with pytest.raises(run_all.UsageError, match="unknown module"):
         run_all.select("nope")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--preset", "papr"], "no module has a preset 'papr'"),
+        (["--only", ","], "names no module"),
+        (["--only", ""], "names no module"),
+        (["--only", "nope"], "unknown module"),
+        (["--out", "."], "current folder"),
+    ],
+)
+def test_bad_arguments_exit_2_having_run_nothing(tmp_path, monkeypatch, capsys, argv, message):
+    ran = []
+    monkeypatch.setattr(run_all, "run_module", lambda m, preset, out: ran.append(m) or "ok")
+    monkeypatch.chdir(tmp_path)
+    assert run_all.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert ran == [] and list(tmp_path.iterdir()) == []
 
 
 def test_runs_the_selected_modules_and_summarises_their_claims(tmp_path):

@@ -59,3 +59,58 @@ def test_tuple_overrides_use_the_element_type():
 def test_round_trip():
     cfg = apply_overrides(ExperimentConfig(), ["model.layers_without_attention=0"])
     assert from_dict(ExperimentConfig, to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["train.steps=500", "ablation_steps=500"],
+        ["data.seq_len=128", "model.max_len=128"],
+    ],
+)
+def test_overrides_are_validated_once_on_the_final_config_whatever_their_order(overrides):
+    from experiments.residual_peak import PRESETS
+
+    forward = apply_overrides(PRESETS["quick"], overrides)
+    assert apply_overrides(PRESETS["quick"], overrides[::-1]) == forward
+
+
+def test_steps_is_applied_with_the_overrides():
+    import argparse
+
+    from experiments.residual_peak import EXPERIMENT
+    from sinks_jax.cli import resolve_config
+
+    args = argparse.Namespace(
+        preset="quick", seed=None, steps=500, overrides=["ablation_steps=500"]
+    )
+    cfg = resolve_config(EXPERIMENT, args)
+    assert cfg.train.steps == 500 and cfg.ablation_steps == 500
+    args.overrides = []
+    with pytest.raises(ConfigError, match=r"ablation_steps=1000.*train.steps=500"):
+        resolve_config(EXPERIMENT, args)
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("model.layers_without_attention=[[0]]", "model.layers_without_attention"),
+        ("model.layers_without_attention=0,,1", "model.layers_without_attention"),
+        ("optim.lr=inf", "optim.lr"),
+        ("optim.lr=nan", "optim.lr"),
+        ("seed=9223372036854775807", "seed"),
+        ("seed=-1", "seed"),
+        ("data.n_triggers=65", "data.n_triggers"),
+    ],
+)
+def test_values_accepted_before_are_refused_naming_the_field(override, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        apply_overrides(ExperimentConfig(), [override])
+
+
+def test_tuple_overrides_accept_brackets_and_empty():
+    cfg = apply_overrides(
+        ExperimentConfig(model=ModelConfig(n_layers=3)), ["model.layers_without_mlp=[0, 2]"]
+    )
+    assert cfg.model.layers_without_mlp == (0, 2)
+    assert apply_overrides(cfg, ["model.layers_without_mlp=()"]).model.layers_without_mlp == ()

@@ -120,13 +120,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Presets are read once, before anything runs: edits to the sources during a long run only
     # reach the module processes, and a module that does not import is reported, not fatal.
-    presets = {m: presets_or_error(m) for m in MODULES}
+    presets = {m: presets_or_error(m) for m in modules}
     known = sorted({p for ps in presets.values() if not isinstance(ps, str) for p in ps})
     if known and args.preset not in known:
         print(
-            f"error: no module has a preset {args.preset!r}; presets: {', '.join(known)}",
+            f"error: no selected module has a preset {args.preset!r}; presets: {', '.join(known)}",
             file=sys.stderr,
         )
+        return 2
+    try:
+        Path(out_root).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        print(f"error: cannot create {out_root}: {err.strerror}", file=sys.stderr)
         return 2
     status: dict[str, str] = {}
     for m in modules:

@@ -148,6 +148,8 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
 def run(cfg: ContextSweepConfig, ctx: RunContext) -> dict[str, Any]:
     short = cfg.train.steps
     long = short * cfg.long_factor
+    for context in cfg.contexts:  # every run's config is validated before any training starts
+        run_config(cfg, context, cfg.seed)
     rows, curves = [], {}
     for context in cfg.contexts:
         for i in range(cfg.n_seeds):

@@ -141,6 +141,8 @@ def over_mixing(model, with_bos: np.ndarray, without: np.ndarray) -> dict[str, f
 
 
 def run(cfg: DepthSweepConfig, ctx: RunContext) -> dict[str, Any]:
+    for depth in cfg.depths:  # every run's config is validated before any training starts
+        run_config(cfg, depth, cfg.seed)
     rows = []
     for depth in cfg.depths:
         for i in range(cfg.n_seeds):

@@ -108,11 +108,12 @@ def growth(run: BBRun) -> float:
 
 
 def run(cfg: MitigationConfig, ctx: RunContext) -> dict[str, Any]:
+    configs = run_configs(cfg)  # every run's config is validated before any training starts
     runs = {
         name: train_bb(
             c, ctx.out_dir / "runs" / name.replace(", ", "_").replace(" ", "_"), ctx.resume
         )
-        for name, c in run_configs(cfg).items()
+        for name, c in configs.items()
     }
     adam, sgd, relu, relu1 = runs.values()
     relu1_final = relu1.evals[-1]

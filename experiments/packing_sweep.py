@@ -107,9 +107,10 @@ def _ratio(a: float, b: float) -> float | None:
 
 
 def run(cfg: PackingSweepConfig, ctx: RunContext) -> dict[str, Any]:
+    configs = {p: run_config(cfg, p) for p in cfg.packings}  # all validated before training
     loss_rows, sink_rows, location_rows, models, store = [], [], [], {}, None
     for packing in cfg.packings:
-        c = run_config(cfg, packing)
+        c = configs[packing]
         print(f"[packing_sweep] training with {packing}")
         r = lm.train_lm(c, ctx.out_dir / "runs" / packing, ctx.resume)
         models[packing], store = r.model(), r.store

@@ -105,17 +105,25 @@ def layer0_gap_at(run: BBRun, step: int) -> float:
     return run.series("res_peak", 0)[run.steps.index(step)]
 
 
+def run_configs(cfg: ResidualPeakConfig) -> dict[str, ExperimentConfig]:
+    """Every run's config (built, so validated, before any training starts)."""
+    configs = {
+        "3 layers": base_config(cfg, cfg.train.steps),
+        "1 layer": base_config(cfg, cfg.train.steps, n_layers=1),
+    }
+    for name, changes in ABLATIONS.items():
+        configs[name] = base_config(cfg, cfg.ablation_steps, **changes)
+    return configs
+
+
 def run(cfg: ResidualPeakConfig, ctx: RunContext) -> dict[str, Any]:
     runs_dir = ctx.out_dir / "runs"
-    main_run = train_bb(base_config(cfg, cfg.train.steps), runs_dir / "3_layers", ctx.resume)
-    one = train_bb(base_config(cfg, cfg.train.steps, n_layers=1), runs_dir / "1_layer", ctx.resume)
+    configs = run_configs(cfg)
+    main_run = train_bb(configs.pop("3 layers"), runs_dir / "3_layers", ctx.resume)
+    one = train_bb(configs.pop("1 layer"), runs_dir / "1_layer", ctx.resume)
     ablations = {
-        name: train_bb(
-            base_config(cfg, cfg.ablation_steps, **changes),
-            runs_dir / name.replace(", ", "_").replace(" ", "_"),
-            ctx.resume,
-        )
-        for name, changes in ABLATIONS.items()
+        name: train_bb(c, runs_dir / name.replace(", ", "_").replace(" ", "_"), ctx.resume)
+        for name, c in configs.items()
     }
     gaps = {"1 layer": layer0_gap_at(one, cfg.ablation_steps)}
     gaps["2 layers"] = layer0_gap_at(ablations["2 layers"], cfg.ablation_steps)

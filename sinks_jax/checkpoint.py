@@ -40,6 +40,7 @@ class Checkpointer:
         )
         self.directory = Path(directory).absolute()
         self.manager = self._open()
+        self._damaged: list[tuple[int, str]] = []  # found by restore_latest_good, not yet moved
 
     def _open(self) -> ocp.CheckpointManager:
         # One unnamed item, fixed here: left open, orbax infers it from the first step folder it
@@ -62,10 +63,13 @@ class Checkpointer:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
         return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
-    def restore_latest_good(self, state_like: Any) -> tuple[Any, int] | None:
+    def restore_latest_good(
+        self, state_like: Any, *, set_aside: bool = True
+    ) -> tuple[Any, int] | None:
         """(state, step) of the newest step that restores intact into `state_like`'s layout, or
-        None when there is no checkpoint. Prints one line per damaged step moved aside (module
-        doc); raises DataError, in one line, when no step restores."""
+        None when there is no checkpoint; raises DataError, in one line, when no step restores.
+        Newer, damaged steps are set aside (module doc) at once, or with `set_aside=False` only
+        when `set_aside_damaged()` is called (after the caller's own checks have passed)."""
         self.manager.wait_until_finished()
         failed: list[tuple[int, str]] = []
         for step in sorted(self.manager.all_steps(), reverse=True):
@@ -74,15 +78,9 @@ class Checkpointer:
                 failed.append((step, reason))
                 _drop_abandoned_read_errors()
                 continue
-            for bad, reason in failed:
-                dest = self._move_aside(bad)
-                print(
-                    f"[sinks_jax] checkpoint step {bad} in {self.directory} is damaged ({reason}); "
-                    f"falling back to the previous one (damaged step moved to {dest})"
-                )
-            if failed:  # a fresh manager forgets the moved steps, so they can be saved again
-                self.manager.close()
-                self.manager = self._open()
+            self._damaged = failed
+            if set_aside:
+                self.set_aside_damaged()
             return state, step
         if not failed:
             return None
@@ -91,6 +89,19 @@ class Checkpointer:
             f"no intact checkpoint in {self.directory} ({reasons}); "
             "rerun without --resume to start fresh"
         )
+
+    def set_aside_damaged(self) -> None:
+        """Move the damaged steps found by `restore_latest_good` aside, one line each."""
+        for bad, reason in self._damaged:
+            dest = self._move_aside(bad)
+            print(
+                f"[sinks_jax] checkpoint step {bad} in {self.directory} is damaged ({reason}); "
+                f"falling back to the previous one (damaged step moved to {dest})"
+            )
+        if self._damaged:  # a fresh manager forgets the moved steps, so they can be saved again
+            self.manager.close()
+            self.manager = self._open()
+        self._damaged = []
 
     def _try_restore(self, state_like: Any, step: int) -> tuple[Any, str | None]:
         """(state, None), or (None, why) when the step is damaged."""

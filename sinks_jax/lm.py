@@ -133,6 +133,7 @@ def train_lm(
         resume=resume,
         eval_fn=eval_fn,
         eval_steps=eval_steps,
+        data_fingerprint=f"{store.info['content_hash']}:{store.info['tokenizer']}",
     )
     return LMRun(cfg, store, batch, result)
 

@@ -44,6 +44,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> None
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; results are shared like any new file
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -54,6 +55,15 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> None
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -91,18 +101,22 @@ def check_out_dir(out_dir: str | Path) -> Path:
     text = str(out_dir)
     if not text.strip():
         raise OutputError("--out is empty; name a new or empty folder (or a previous run folder)")
-    path = Path(out_dir).expanduser()
-    resolved = path.resolve()
-    cwd = Path.cwd().resolve()
-    if resolved == cwd or resolved in cwd.parents:
-        raise OutputError(
-            f"--out {text} is the current folder or a parent of it; a run needs a folder of its "
-            "own (e.g. results/<name>)"
-        )
-    for parent in [resolved, *resolved.parents]:
-        if parent.exists() and not parent.is_dir():
-            where = "is a file" if parent == resolved else f"is under a file ({parent})"
-            raise OutputError(f"--out {text} {where}; name a folder")
+    try:
+        path = Path(out_dir).expanduser()
+        resolved = path.resolve()
+        cwd = Path.cwd().resolve()
+        if resolved == cwd or resolved in cwd.parents:
+            raise OutputError(
+                f"--out {text} is the current folder or a parent of it; a run needs a folder of "
+                "its own (e.g. results/<name>)"
+            )
+        for parent in [resolved, *resolved.parents]:
+            if parent.exists() and not parent.is_dir():
+                where = "is a file" if parent == resolved else f"is under a file ({parent})"
+                raise OutputError(f"--out {text} {where}; name a folder")
+    except (OSError, RuntimeError) as err:  # a name too long, a symlink loop, ~nouser
+        reason = getattr(err, "strerror", None) or err
+        raise OutputError(f"--out {text} cannot be used: {reason}") from None
     return path
 
 
@@ -131,10 +145,16 @@ def archive_previous(path: Path) -> Path | None:
         return None
     if not is_run_dir(path):
         names = ", ".join(p.name for p in entries[:3]) + (", ..." if len(entries) > 3 else "")
+        older = (
+            " (results of a sinks_jax older than run folders? move them away yourself)"
+            if (path / "config.json").exists() or (path / "metrics.json").exists()
+            else ""
+        )
         raise OutputError(
-            f"{path} is not empty ({names}) and is not a sinks_jax run folder (no {MARK}); "
+            f"{path} is not empty ({names}) and is not a sinks_jax run folder (no {MARK}){older}; "
             "choose a new or empty folder with --out"
         )
+    entries.sort(key=lambda p: p.name == MARK)  # the mark last: a kill midway keeps it in place
     stamp = time.strftime("%Y%m%d-%H%M%S")
     dest = path / ARCHIVE / stamp
     n = 1
@@ -175,6 +195,11 @@ class RunLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 owner = _read_owner(fd)
+                for _ in range(20):  # the holder may be between truncating and writing it
+                    if owner:
+                        break
+                    time.sleep(0.05)
+                    owner = _read_owner(fd)
                 os.close(fd)
                 raise OutputError(
                     f"{self.folder} is in use by another run (pid {owner.get('pid', '?')} on "
@@ -253,9 +278,13 @@ def open_run(
     Resume: `check_previous(mark)` vets the saved run before anything is written (a folder
     without the mark is refused unless empty: then the run starts fresh, with a message); the
     caller rewrites the mark when the resumed run is done. Inside a folder this process already
-    holds, the holder has done all this and `open_run` only creates the folder. An input error
-    (`SinksJaxError` other than a diverged loss) in a folder this call created removes the
-    folder again: a bad input never leaves a half-written run behind.
+    holds, the holder has done all this and `open_run` only creates the folder.
+
+    An input error (`SinksJaxError` other than a diverged loss) raised by a fresh run before it
+    wrote anything but its mark undoes it (the mark removed, an archived previous run moved back,
+    a folder the call created removed), so a bad input leaves no half-written folder. Once a run
+    has written results (a finished sub-run, checkpoints) they are kept, and the mark says the
+    run failed.
     """
     path = check_out_dir(folder)
     if held_by_this_process(path):
@@ -267,7 +296,7 @@ def open_run(
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(f"cannot create output folder {folder}: {err.strerror}") from None
-    lock = None
+    lock, fresh, moved, undone = None, False, None, False
     try:
         lock = RunLock(path).acquire(say)
         if resume and is_run_dir(path):
@@ -283,19 +312,43 @@ def open_run(
             if resume:
                 say(f"[sinks_jax] --resume: no previous run in {path}; starting fresh")
             moved = archive_previous(path)
+            fresh = True
             if moved is not None:
                 say(f"[sinks_jax] the previous run in {path} was moved to {moved}")
             write_mark(path, mark)
         yield path
     except SinksJaxError as err:
-        if created and not isinstance(err, TrainingDivergedError):
-            if lock is not None:
-                lock.release()
-            shutil.rmtree(path, ignore_errors=True)
+        if fresh and not isinstance(err, TrainingDivergedError):
+            if _wrote_only_the_mark(path):
+                _undo_fresh_run(path, moved)  # still under our lock
+                undone = True
+            else:
+                write_mark(path, {**mark, "status": f"failed: {err}"})
+                say(f"[sinks_jax] the partial run in {path} is kept")
         raise
     finally:
         if lock is not None:
             lock.release()
+        if undone and created:
+            with contextlib.suppress(OSError):  # only while empty
+                path.rmdir()
+
+
+def _wrote_only_the_mark(path: Path) -> bool:
+    return all(p.is_dir() or p == path / MARK for e in _entries(path) for p in [e, *e.rglob("*")])
+
+
+def _undo_fresh_run(path: Path, moved: Path | None) -> None:
+    """Remove the mark (and empty folders) of a fresh run that wrote nothing else, and move the
+    archived previous run back."""
+    for p in _entries(path):
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    if moved is not None:
+        for p in moved.iterdir():
+            os.replace(p, path / p.name)
+        moved.rmdir()
+        with contextlib.suppress(OSError):  # only if empty: earlier archives stay
+            (path / ARCHIVE).rmdir()
 
 
 # ---------------------------------------------------------------------------------------------

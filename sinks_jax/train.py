@@ -234,7 +234,27 @@ def restore_history(jsonl: Path, step: int) -> list[dict[str, Any]]:
             f"cannot resume from the checkpoint at step {step}: {jsonl} ends at step {last}, "
             "and the claims need the logged time series up to it; rerun without --resume"
         )
-    return [r for r in rows if r["step"] <= step]
+    return [r for r in rows if r.get("step", 0) <= step]
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot resume: {path} does not load ({err})") from None
+
+
+def _check_data(out: Path, fingerprint: str | None) -> None:
+    """ConfigError if the run was trained on other data (e.g. an edited corpus file)."""
+    saved = out / "data.json"
+    if fingerprint is None or not saved.exists():
+        return
+    before = _read_json(saved).get("fingerprint")
+    if before != fingerprint:
+        raise ConfigError(
+            f"cannot resume {out}: the training data changed since the saved run (fingerprint "
+            f"{before} -> {fingerprint}); resume on the same data or start a fresh run"
+        )
 
 
 def _first_bad(losses: list[tuple[int, jax.Array]]) -> int | None:
@@ -255,6 +275,7 @@ def train(
     eval_fn: EvalFn | None = None,
     eval_steps: list[int] | None = None,
     loss_fn: LossFn = next_token_loss,
+    data_fingerprint: str | None = None,
 ) -> TrainResult:
     """Train `model_factory(rngs)` on `batch_fn(step)` for `cfg.train.steps` steps.
 
@@ -264,6 +285,7 @@ def train(
     resolved config to `config.json`, and checkpoints to `checkpoints/`. `resume` continues from
     the newest intact checkpoint after checking that the config continues the saved one and that
     the log reaches the checkpoint (else ConfigError / DataError before anything is written).
+    `data_fingerprint` (e.g. a corpus content hash) is saved, and a resume on other data refused.
     """
     tc = cfg.train
     check_microbatches(cfg.data.batch_size, tc.microbatches)
@@ -280,7 +302,16 @@ def train(
                 )
             )
         return _train(
-            cfg, model_factory, batch_fn, out, owns_folder, resume, eval_fn, eval_steps, loss_fn
+            cfg,
+            model_factory,
+            batch_fn,
+            out,
+            owns_folder,
+            resume,
+            eval_fn,
+            eval_steps,
+            loss_fn,
+            data_fingerprint,
         )
 
 
@@ -301,6 +332,7 @@ def _train(
     eval_fn: EvalFn | None,
     eval_steps: list[int] | None,
     loss_fn: LossFn,
+    data_fingerprint: str | None,
 ) -> TrainResult:
     tc = cfg.train
     optimizer = make_optimizer(cfg.optim, tc.steps)
@@ -318,8 +350,9 @@ def _train(
         if resume and out is not None:
             saved_config = out / "config.json"
             if saved_config.exists():  # this run's own config (a sub-run of a module)
-                _check_resume(cfg, json.loads(saved_config.read_text()), resume, out)
-            restored = ckpt.restore_latest_good(state)
+                _check_resume(cfg, _read_json(saved_config), resume, out)
+            _check_data(out, data_fingerprint)
+            restored = ckpt.restore_latest_good(state, set_aside=False)
             if restored is None:
                 print(
                     f"[sinks_jax] --resume: no checkpoint in {ckpt.directory}; starting from step 0"
@@ -332,8 +365,11 @@ def _train(
                         f"checkpoint's step {resumed_from}"
                     )
                 history = restore_history(jsonl, resumed_from)
+                ckpt.set_aside_damaged()
                 print(f"[sinks_jax] resumed from step {resumed_from} ({ckpt.directory})")
         if out is not None:  # written only once every check has passed
+            if data_fingerprint is not None:
+                run_dir.atomic_write_json(out / "data.json", {"fingerprint": data_fingerprint})
             if resume and owns_folder:  # the mark now describes the resumed run
                 run_dir.write_mark(out, {"kind": "train", "config": to_dict(cfg)})
             run_dir.atomic_write_json(out / "config.json", to_dict(cfg))

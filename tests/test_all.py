@@ -30,7 +30,9 @@ def test_unknown_module_is_a_clear_error():
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--preset", "papr"], "no module has a preset 'papr'"),
+        (["--preset", "papr"], "no selected module has a preset 'papr'"),
+        (["--only", "adam_vs_sgd_peak", "--preset", "text"], "no selected module has a preset"),
+        (["--out", "/proc/no_such_place/all"], "cannot create"),
         (["--only", ","], "names no module"),
         (["--only", ""], "names no module"),
         (["--only", "nope"], "unknown module"),
@@ -40,23 +42,24 @@ def test_unknown_module_is_a_clear_error():
 def test_bad_arguments_exit_2_having_run_nothing(tmp_path, monkeypatch, capsys, argv, message):
     ran = []
     monkeypatch.setattr(run_all, "run_module", lambda m, preset, out: ran.append(m) or "ok")
-    monkeypatch.chdir(tmp_path)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
     assert run_all.main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
-    assert ran == [] and list(tmp_path.iterdir()) == []
+    assert ran == [] and list(tmp_path.rglob("*")) == [cwd]
 
 
-def test_runs_the_selected_modules_and_summarises_their_claims(tmp_path):
+def test_runs_the_selected_modules_and_summarises_their_claims(tmp_path, monkeypatch):
     code = run_all.main(["--only", "adam_vs_sgd_peak", "--out", str(tmp_path)])
     summary = (tmp_path / "summary.md").read_text()
     assert code == 0 and "| adam_vs_sgd_peak | ok |" in summary
     assert (tmp_path / "adam_vs_sgd_peak" / "metrics.json").exists()
-    assert (
-        run_all.main(["--only", "adam_vs_sgd_peak", "--preset", "text", "--out", str(tmp_path)])
-        == 0
-    )
-    assert "no 'text' preset" in (tmp_path / "summary.md").read_text()
+    monkeypatch.setattr(run_all, "run_module", lambda m, preset, out: "ok")
+    argv = ["--only", "adam_vs_sgd_peak,lm_sinks", "--preset", "text", "--out", str(tmp_path)]
+    assert run_all.main(argv) == 0
+    assert "| adam_vs_sgd_peak | no 'text' preset |" in (tmp_path / "summary.md").read_text()
 
 
 def test_a_module_that_does_not_import_is_reported_and_the_others_run(tmp_path, monkeypatch):

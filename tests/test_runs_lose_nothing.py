@@ -60,14 +60,16 @@ def _tree(folder: Path) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("out", [".", "", "..", "sub/.."])
 def test_out_naming_the_current_folder_or_a_parent_moves_nothing(tmp_path, out):
-    (tmp_path / ".git").mkdir()
-    (tmp_path / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
-    (tmp_path / "README.md").write_text("mine\n")
-    (tmp_path / "sub").mkdir()
+    # A repository two levels down, so that even a regression moves nothing outside tmp_path.
+    repo = tmp_path / "outer" / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (repo / "README.md").write_text("mine\n")
+    (repo / "sub").mkdir()
     before = _tree(tmp_path)
-    line = _one_line_error(_tiny("--out", out, cwd=tmp_path))
+    line = _one_line_error(_tiny("--out", out, cwd=repo))
     assert "current folder" in line or "--out is empty" in line
-    assert _tree(tmp_path) == before and not (tmp_path / "archive").exists()
+    assert _tree(tmp_path) == before and not list(tmp_path.rglob("archive"))
 
 
 def test_a_fresh_run_refuses_a_foreign_folder_and_archives_only_a_run_folder(tmp_path):
@@ -355,7 +357,8 @@ def _main_in(folder: Path, argv: list[str], capsys) -> tuple[int, str]:
 def test_invalid_overrides_are_one_line_naming_the_field_and_write_nothing(capsys, bad, good):
     field, override = bad
     with tempfile.TemporaryDirectory() as scratch:
-        folder = Path(scratch)
+        folder = Path(scratch) / "outer" / "cwd"
+        folder.mkdir(parents=True)
         argv = ["--out", "run"]
         good = [g for g in good if not g.startswith(f"{field}=")]  # the last value would win
         for item in [*good, override][:: 1 if len(override) % 2 else -1]:  # either order
@@ -394,7 +397,8 @@ bad_cli_args = st.one_of(
 def test_invalid_cli_arguments_are_one_line_and_write_nothing(capsys, bad):
     argv, named = bad
     with tempfile.TemporaryDirectory() as scratch:
-        folder = Path(scratch)
+        folder = Path(scratch) / "outer" / "cwd"  # `--out ..` stays inside the scratch folder
+        folder.mkdir(parents=True)
         (folder / "a_file").write_text("x")
         if "--out" not in argv:
             argv = [*argv, "--out", "run"]
@@ -435,3 +439,97 @@ def test_a_stale_lock_in_process_is_taken_over(tmp_path, capsys):
     assert f"pid {dead.pid}" in capsys.readouterr().out
     with pytest.raises(OutputError, match="current folder"):
         run_dir.check_out_dir(Path.cwd())
+
+
+def test_a_bad_input_found_during_a_fresh_run_puts_the_previous_run_back(tmp_path):
+    from sinks_jax.errors import DataError
+
+    out = tmp_path / "run"
+    assert _tiny("--out", str(out)).returncode == 0
+    before = _tree(out)
+
+    def needs_data(cfg, ctx):
+        (ctx.out_dir / "runs" / "first").mkdir(parents=True)  # folders, but no results yet
+        raise DataError("corpus missing")
+
+    exp = cli.Experiment("tiny", "", tiny_experiment.PRESETS, needs_data)
+    assert cli.main(exp, ["--out", str(out)]) == 2
+    assert _tree(out) == before and not (out / "archive").exists()
+
+
+def _tiny_train(out: Path, resume=False, **kw):
+    from sinks_jax.data import batch_for_step, make_task
+    from sinks_jax.model import GPT
+    from sinks_jax.train import train
+
+    cfg = tiny_experiment.PRESETS["quick"]
+    task = make_task(cfg.data, cfg.seed)
+    return train(
+        cfg,
+        lambda rngs: GPT(cfg.model, rngs=rngs),
+        lambda step: batch_for_step(task, cfg.seed, step, cfg.data.batch_size, cfg.data.seq_len),
+        out_dir=out,
+        resume=resume,
+        **kw,
+    )
+
+
+def test_a_bad_input_found_after_training_keeps_the_trained_runs(tmp_path, capsys):
+    from sinks_jax.errors import ConfigError
+
+    def second_run_is_bad(cfg, ctx):
+        _tiny_train(ctx.out_dir / "runs" / "first")
+        raise ConfigError("invalid config value model.n_layers=0 of the second run")
+
+    exp = cli.Experiment("tiny", "", tiny_experiment.PRESETS, second_run_is_bad)
+    out = tmp_path / "run"
+    assert cli.main(exp, ["--out", str(out)]) == 2
+    assert (out / "runs" / "first" / "checkpoints" / "20").is_dir()
+    assert run_dir.read_mark(out)["status"].startswith("failed: invalid config value")
+    assert "partial run" in capsys.readouterr().out
+
+
+def test_a_refused_resume_sets_nothing_aside(tmp_path):
+    from sinks_jax.errors import DataError
+
+    out = tmp_path / "run"
+    _tiny_train(out)
+    _truncate_arrays(out / "checkpoints" / "20")
+    (out / "metrics.jsonl").unlink()
+    with pytest.raises(DataError, match="metrics.jsonl is missing"):
+        _tiny_train(out, resume=True)
+    assert (out / "checkpoints" / "20").is_dir() and not (out / "checkpoints.damaged").exists()
+
+
+def test_resume_on_other_data_is_refused(tmp_path):
+    from sinks_jax.errors import ConfigError
+
+    out = tmp_path / "run"
+    _tiny_train(out, data_fingerprint="corpus-a")
+    with pytest.raises(ConfigError, match="training data changed"):
+        _tiny_train(out, resume=True, data_fingerprint="corpus-b")
+    assert _tiny_train(out, resume=True, data_fingerprint="corpus-a").resumed_from == 20
+
+
+def test_result_files_get_the_usual_permissions(tmp_path):
+    run_dir.atomic_write_text(tmp_path / "a.txt", "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_derived_run_configs_are_checked_before_any_training():
+    from experiments import residual_peak
+    from sinks_jax.config import apply_overrides
+    from sinks_jax.errors import ConfigError
+
+    cfg = apply_overrides(residual_peak.PRESETS["quick"], ["model.layers_without_attention=2"])
+    with pytest.raises(ConfigError, match="layers_without_attention"):
+        residual_peak.run_configs(cfg)  # the 1-layer run has no layer 2
+
+
+@pytest.mark.parametrize("out", ["x" * 300, "loop/run"])
+def test_unusable_out_paths_are_one_line(tmp_path, out, capsys):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    code, err = _main_in(tmp_path, ["--out", out], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--out" in err

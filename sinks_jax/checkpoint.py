@@ -178,4 +178,5 @@ _ORBAX_READ_NEVER_AWAITED = (
 
 def _not_orbax_task_error(record: logging.LogRecord) -> bool:
     msg = record.getMessage()
-    return not ("never retrieved" in msg and ("orbax" in msg or "reading array index" in msg))
+    marks = ("orbax", "reading array index", "OCDBT database", "tensorstore_spec")
+    return not ("never retrieved" in msg and any(m in msg for m in marks))

@@ -458,20 +458,7 @@ def test_a_bad_input_found_during_a_fresh_run_puts_the_previous_run_back(tmp_pat
 
 
 def _tiny_train(out: Path, resume=False, **kw):
-    from sinks_jax.data import batch_for_step, make_task
-    from sinks_jax.model import GPT
-    from sinks_jax.train import train
-
-    cfg = tiny_experiment.PRESETS["quick"]
-    task = make_task(cfg.data, cfg.seed)
-    return train(
-        cfg,
-        lambda rngs: GPT(cfg.model, rngs=rngs),
-        lambda step: batch_for_step(task, cfg.seed, step, cfg.data.batch_size, cfg.data.seq_len),
-        out_dir=out,
-        resume=resume,
-        **kw,
-    )
+    return tiny_experiment.train_tiny(tiny_experiment.PRESETS["quick"], out, resume, **kw)
 
 
 def test_a_bad_input_found_after_training_keeps_the_trained_runs(tmp_path, capsys):

@@ -16,10 +16,11 @@ from flax import nnx
 from sinks_jax import analysis
 from sinks_jax.checkpoint import Checkpointer
 from sinks_jax.config import DataConfig, ExperimentConfig, ModelConfig, OptimConfig, TrainConfig
-from sinks_jax.data import batch_for_step, eval_batch, make_task
+from sinks_jax.data import eval_batch, make_task
 from sinks_jax.errors import ConfigError, TrainingDivergedError
 from sinks_jax.model import GPT
-from sinks_jax.train import eval_schedule, init_state, make_optimizer, train
+from sinks_jax.train import eval_schedule, init_state, make_optimizer
+from tests.tiny_experiment import train_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,15 +37,7 @@ def _with(cfg, **train_fields):
 
 
 def _run(cfg, out=None, resume=False, **kw):
-    task = make_task(cfg.data, cfg.seed)
-    return train(
-        cfg,
-        lambda r: GPT(cfg.model, rngs=r),
-        lambda s: batch_for_step(task, cfg.seed, s, cfg.data.batch_size, cfg.data.seq_len),
-        out_dir=out,
-        resume=resume,
-        **kw,
-    )
+    return train_tiny(cfg, out, resume, **kw)
 
 
 def _leaves(state):

@@ -49,18 +49,25 @@ def params_sha256(params: Any) -> str:
     return digest.hexdigest()
 
 
+def train_tiny(cfg: ExperimentConfig, out_dir: Path | None, resume: Any = False, **kw: Any):
+    """`sinks_jax.train.train` of a GPT on the config's Bigram-Backcopy task."""
+    task = make_task(cfg.data, cfg.seed)
+    return train(
+        cfg,
+        lambda rngs: GPT(cfg.model, rngs=rngs),
+        lambda step: batch_for_step(task, cfg.seed, step, cfg.data.batch_size, cfg.data.seq_len),
+        out_dir=out_dir,
+        resume=resume,
+        **kw,
+    )
+
+
 def run(cfg: TinyConfig, ctx: RunContext) -> dict[str, Any]:
     deadline = time.monotonic() + 60
     while cfg.wait_for and not Path(cfg.wait_for).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    task = make_task(cfg.data, cfg.seed)
-    result = train(
-        cfg,
-        lambda rngs: GPT(cfg.model, rngs=rngs),
-        lambda step: batch_for_step(task, cfg.seed, step, cfg.data.batch_size, cfg.data.seq_len),
-        out_dir=ctx.out_dir,
-        resume=ctx.resume,
-        eval_fn=lambda model, step: {"step_seen": step},
+    result = train_tiny(
+        cfg, ctx.out_dir, ctx.resume, eval_fn=lambda model, step: {"step_seen": step}
     )
     logged = [r["step"] for r in result.history if r["kind"] == "train"]
     return {

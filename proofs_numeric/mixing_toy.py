@@ -1,8 +1,18 @@
 """The attention-only toy of the over-mixing checks (Barbero et al. 2025, arXiv 2504.02732, §3).
 
-A stack of L causal layers on a BOS (position 0) plus n tokens, width d, pre-LN without affine
-parameters and without MLP: x <- x + A(LN(x)) LN(x) W_V. W_Q, W_K ~ N(0, 1/d), shared across layers
-or fresh per layer; W_V = I or a random orthogonal matrix. Position 0 is either a regular token
+A stack of L causal layers on a BOS (position 0) plus n tokens, width d, without MLP, in one of
+two forms:
+
+- residual (default): pre-LN without affine parameters, x <- x + A(LN(x)) LN(x) W_V;
+- pure attention (`residual=False`, the setting of Dong et al. 2021 that Barbero et al. build on):
+  x <- A(x̂) x W_V, no residual and no LN on the stream. Dong et al.'s SAN has no normalisation at
+  all; by default (`qk_norm=True`) we standardise the rows fed to queries and keys (x̂ = LN without
+  ε or affine), so that A does not depend on the scale of x. Then a zero-value sink of mass a gives
+  exactly x_L = (1 − a)^L × (its a = 0 value), and μ does not change. Without it (`qk_norm=False`)
+  the (1 − a) factor would act as a softmax temperature on the next layer.
+
+W_Q, W_K ~ N(0, 1/d), fresh per layer (default) or shared; W_V = I or a random orthogonal matrix.
+Position 0 is either a regular token
 (`Sink("none")`) or a sink whose value is 0, so attending to it is a no-op:
 
 - `Sink("mass", a)`: every query i >= 1 puts exactly mass a on position 0 and (1 - a) on the
@@ -44,8 +54,15 @@ def layer_norm(x_TxD: jax.Array) -> jax.Array:
     return (x_TxD - mean) / jnp.sqrt(var + LN_EPS)
 
 
+def standardize(x_TxD: jax.Array) -> jax.Array:
+    """Row-wise (x − mean) / std without ε: exactly scale-invariant; a zero row stays zero."""
+    centred = x_TxD - x_TxD.mean(-1, keepdims=True)
+    var = (centred**2).mean(-1, keepdims=True)
+    return centred / jnp.sqrt(jnp.where(var > 0, var, 1.0))
+
+
 def random_weights(
-    key: jax.Array, d: int, depth: int, shared: bool = True, w_v: str = "identity"
+    key: jax.Array, d: int, depth: int, shared: bool = False, w_v: str = "identity"
 ) -> dict[str, jax.Array]:
     """Stacked [L,d,d] W_Q, W_K (N(0, 1/d)) and W_V (identity or random orthogonal)."""
     n_draw = 1 if shared else depth
@@ -80,17 +97,33 @@ def attention_weights(z_TxD, wq, wk, sink: Sink, attention: str = "softmax") -> 
     return mixed.at[:, 0].add(sink.a).at[0].set(jnp.zeros(t).at[0].set(1.0))
 
 
-def layer(x_TxD, wq, wk, wv, sink: Sink, attention: str = "softmax") -> jax.Array:
-    """One pre-LN attention layer with residual; a sink's value is 0."""
-    z = layer_norm(x_TxD)
-    att = attention_weights(z, wq, wk, sink, attention)
-    values = z @ wv
+def layer(
+    x_TxD,
+    wq,
+    wk,
+    wv,
+    sink: Sink,
+    attention: str = "softmax",
+    residual: bool = True,
+    qk_norm: bool = True,
+) -> jax.Array:
+    """One attention layer, pre-LN with residual or pure (see the module docstring); a sink's
+    value is 0."""
+    if residual:
+        z = layer_norm(x_TxD)
+        att = attention_weights(z, wq, wk, sink, attention)
+        values = z @ wv
+    else:
+        att = attention_weights(standardize(x_TxD) if qk_norm else x_TxD, wq, wk, sink, attention)
+        values = x_TxD @ wv
     if sink.kind != "none":
         values = values.at[0].set(0.0)
-    return x_TxD + att @ values
+    return x_TxD + att @ values if residual else att @ values
 
 
-@functools.partial(jax.jit, static_argnames=("attention", "depth", "collect"))
+@functools.partial(
+    jax.jit, static_argnames=("attention", "depth", "collect", "residual", "qk_norm")
+)
 def forward(
     x_TxD,
     weights,
@@ -98,14 +131,16 @@ def forward(
     attention: str = "softmax",
     depth: int | None = None,
     collect: bool = False,
+    residual: bool = True,
+    qk_norm: bool = True,
 ):
     """Apply the first `depth` layers (default all); with `collect`, also return the stream
-    after every layer, [L+1,T,D] (index 0 = input)."""
+    after every layer, [L+1,T,D] (index 0 = input). `residual=False`: the pure stack."""
     depth = weights["wq"].shape[0] if depth is None else depth
     ws = (weights["wq"][:depth], weights["wk"][:depth], weights["wv"][:depth])
 
     def step(x, w):
-        y = layer(x, *w, sink, attention)
+        y = layer(x, *w, sink, attention, residual, qk_norm)
         return y, y
 
     x_out, stream = jax.lax.scan(step, x_TxD, ws)

@@ -4,10 +4,27 @@ Attention mixes token representations; over depth and context, mixing drives the
 collapse, Dong et al. 2021; representational collapse, Barbero et al. 2024). A head that attends
 to a sink whose value is ≈ 0 does (almost) nothing, so the sink limits mixing. Every check runs on
 the toy of `proofs_numeric.mixing_toy` in float64 with exact autodiff (jax.jacrev), no finite
-differences. Checks: (1) rank collapse without a sink; (2) a sink slows it, monotonically in the
-sink mass; (3) deeper needs a stronger sink; (4) the mixing Jacobian; (5) longer context needs a
-larger sink logit, b(n) ∝ ln n; (6) why the first token; (7) representational collapse with
-context; (8) a Jacobian bound that holds.
+differences, with fresh weights per layer and claims on the median over many random draws (90 %
+bootstrap interval and per-draw spread in the tables). Checks: (0) pure attention (no residual, no
+MLP; Dong et al.'s setting): μ → 0, and a zero-value sink does not change μ; (1) in the pre-LN
+residual toy, collapse is a slow dilution; (2) a sink slows it: it rescales depth by 1/(1 − a);
+(3) deeper needs a stronger sink; (4) the mixing Jacobian; (5) longer context needs a larger sink
+logit, b(n) ∝ ln n; (6) why the first token; (7) representational collapse with context; (8) a
+Jacobian bound that holds.
+
+Check 0. With scale-free queries/keys, a mass-a sink with value 0 maps A x W_V to (1 − a) A x W_V
+and leaves the next layer's attention unchanged, so x_L(a) = (1 − a)^L x_L(0) exactly and
+μ(x_L(a)) = μ(x_L(0)). In floating point the difference is rounding: |Δμ| ~ L·ε (absolute; a
+difference relative to μ(L) itself would be amplified by 1/μ(L)).
+
+Check 2. A mass-a sink turns x <- x + f(x) into x <- x + (1 − a) f(x): an Euler step h = 1 − a of
+the same flow, so the depth D(a) to reach a fixed μ* obeys D(a)·(1 − a) = T* + O(1 − a). The claim
+is that depth scales with exponent 1 in 1/(1 − a), closer to 1 than to its neighbours 1/2 or 3/2:
+max/min of D(a)·(1 − a) over 0 ≤ a ≤ a_max at most (1/(1 − a_max))^(1/4). ln μ is not linear in
+depth (the curves approach a plateau), so no global slope is a rate. The early rate (slope of ln μ
+over the first layers) must decrease strictly in a; it is not ∝ (1 − a): μ starts flat in depth
+(the common component grows linearly, so 1 − μ is quadratic at first), and over a fixed window of
+layers the slope falls faster than (1 − a).
 
 Bound of check 8 (one pre-LN softmax layer, z_j = LN(x_j), v_j = W_V^T z_j, scores
 s_nj = z_n^T W_Q W_K^T z_j / √d, A = softmax). For i < n,
@@ -23,6 +40,7 @@ The bound is linear in the attention weight A_ni: a sink that takes mass from to
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -40,55 +58,75 @@ from sinks_jax.config import require
 @dataclasses.dataclass(frozen=True)
 class OverMixingConfig:
     seed: int = 0
-    seeds: int = 5
+    draws: int = 20  # random (weights, input) draws; claims on the median
     d: int = 32
     n: int = 64
     max_depth: int = 64
-    shared_weights: bool = True
+    pure_depth: int = 16  # depth of the pure-attention stack (check 0)
+    shared_weights: bool = False
     w_v: str = "identity"  # identity | orthogonal
     a_values: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 0.9, 0.99)
     b_values: tuple[float, ...] = (2.0, 4.0, 6.0, 8.0)
     bisect_depths: tuple[int, ...] = (8, 16, 32, 64)
     mu_target: float = 0.5
+    mu_star: float = 0.8  # level of the depth-to-μ* rescaling check
+    rescale_a_max: float = 0.9  # a ≤ this enter the rescaling check
+    early_depth: int = 4  # early rate: slope of ln μ over L = 0..early_depth
     sensitivity_depths: tuple[int, ...] = (1, 2, 4, 8, 16)
     sensitivity_n: int = 32
     context_ns: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
     context_b: float = 4.0
-    context_seeds: int = 3
+    context_draws: int = 3
     influence_depths: tuple[int, ...] = (1, 2, 4, 8)
+    influence_draws: int = 10
     collapse_ns: tuple[int, ...] = (8, 16, 32, 64, 128, 256, 512, 1024)
     bound_instances: int = 1000
+    n_boot: int = 2000  # bootstrap resamples of the median
 
     def __post_init__(self) -> None:
         require(
             self.w_v in ("identity", "orthogonal"), "w_v", self.w_v, "('identity', 'orthogonal')"
         )
-        require(self.seeds > 0 and self.context_seeds > 0, "seeds", self.seeds, "> 0")
+        for name in ("draws", "context_draws", "influence_draws", "n_boot", "pure_depth"):
+            require(getattr(self, name) > 0, name, getattr(self, name), "> 0")
         require(
             max(self.bisect_depths) <= self.max_depth,
             "bisect_depths",
             self.bisect_depths,
             f"depths <= max_depth={self.max_depth}",
         )
+        require(
+            0 < self.early_depth <= self.max_depth,
+            "early_depth",
+            self.early_depth,
+            f"in 1..max_depth={self.max_depth}",
+        )
+        require(
+            sum(a <= self.rescale_a_max for a in self.a_values) >= 2 and self.rescale_a_max < 1,
+            "rescale_a_max",
+            self.rescale_a_max,
+            "< 1, with at least two a_values ≤ it",
+        )
 
 
 PRESETS = {
     "quick": OverMixingConfig(),
     "paper": OverMixingConfig(
-        seeds=20,
+        draws=50,
         d=64,
         n=128,
         max_depth=128,
         bisect_depths=(8, 16, 32, 64, 128),
         sensitivity_n=64,
         context_ns=(16, 32, 64, 128, 256, 512, 1024, 2048),
-        context_seeds=10,
+        context_draws=10,
+        influence_draws=20,
         bound_instances=5000,
     ),
 }
 NOTES = {
-    "quick": "d 32, n 64, depth ≤ 64, 5 seeds, contexts 16…512 (a few minutes on a CPU)",
-    "paper": "d 64, n 128, depth ≤ 128, 20 seeds, contexts 16…2048",
+    "quick": "d 32, n 64, depth ≤ 64, 20 draws, contexts 16…512 (a few minutes on a CPU)",
+    "paper": "d 64, n 128, depth ≤ 128, 50 draws, contexts 16…2048",
 }
 
 
@@ -96,27 +134,56 @@ NOTES = {
 # Helpers
 
 
-def _instances(cfg: OverMixingConfig, n: int, depth: int, seeds: int):
-    """[(weights, x)] for `seeds` random draws: BOS + n tokens, x ~ N(0, I)."""
-    out = []
-    for s in range(seeds):
+def _instances(cfg: OverMixingConfig, n: int, depth: int, draws: int):
+    """Batched draws: weights {name: [N,L,d,d]} and x [N,n+1,d] (BOS + n tokens, x ~ N(0, I))."""
+    ws, xs = [], []
+    for s in range(draws):
         kw, kx = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), s))
-        out.append(
-            (
-                toy.random_weights(kw, cfg.d, depth, cfg.shared_weights, cfg.w_v),
-                jax.random.normal(kx, (n + 1, cfg.d)),
-            )
-        )
-    return out
+        ws.append(toy.random_weights(kw, cfg.d, depth, cfg.shared_weights, cfg.w_v))
+        xs.append(jax.random.normal(kx, (n + 1, cfg.d)))
+    return jax.tree.map(lambda *a: jnp.stack(a), *ws), jnp.stack(xs)
 
 
-def _mu_curve(instances, sink: Sink) -> np.ndarray:
-    """Seed-mean token uniformity of the non-BOS tokens after 0..L layers."""
-    curves = []
-    for w, x in instances:
-        _, stream = toy.forward(x, w, sink, collect=True)
-        curves.append(jax.vmap(lambda s: toy.token_uniformity(s[1:]))(stream))
-    return np.mean(np.asarray(curves), axis=0)
+def _draw(inst, i: int):
+    """The i-th (weights, x) of a batch of draws."""
+    w, x = inst
+    return jax.tree.map(lambda v: v[i], w), x[i]
+
+
+@functools.partial(jax.jit, static_argnames=("residual", "qk_norm"))
+def _mu_curves_NxL(weights, x_NxTxD, sink: Sink, residual: bool = True, qk_norm: bool = True):
+    """[N,L+1] token uniformity of the non-BOS tokens after 0..L layers, per draw."""
+
+    def one(w, x):
+        _, stream = toy.forward(x, w, sink, collect=True, residual=residual, qk_norm=qk_norm)
+        return jax.vmap(lambda s: toy.token_uniformity(s[1:]))(stream)
+
+    return jax.vmap(one)(weights, x_NxTxD)
+
+
+def median_ci(values_NxK, n_boot: int, seed: int, level: float = 0.9):
+    """Median over draws (axis 0) and its percentile-bootstrap `level` interval: three [K]
+    arrays (scalars for 1-D input). Non-finite values count as +inf (e.g. 'never reached')."""
+    v = np.asarray(values_NxK, float)
+    v = np.where(np.isfinite(v), v, np.inf)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, v.shape[0], (n_boot, v.shape[0]))
+    boots = np.median(v[idx], axis=1)
+    q = [(1 - level) / 2, (1 + level) / 2]
+    lo, hi = np.quantile(boots, q, axis=0, method="inverted_cdf")  # no interpolation with inf
+    return np.median(v, axis=0), lo, hi
+
+
+def depth_to_reach(mu_L: np.ndarray, level: float) -> float:
+    """First (linearly interpolated) depth at which a μ curve [L+1] is ≤ level; inf if never."""
+    mu_L = np.asarray(mu_L, float)
+    below = np.nonzero(mu_L <= level)[0]
+    if below.size == 0:
+        return float("inf")
+    k = int(below[0])
+    if k == 0:
+        return 0.0
+    return float(k - 1 + (mu_L[k - 1] - level) / (mu_L[k - 1] - mu_L[k]))
 
 
 def _bisect(f, lo: float, hi: float, iters: int = 30) -> float:
@@ -143,55 +210,106 @@ def _strictly_increasing(v) -> bool:
     return bool(np.all(np.diff(np.asarray(v)) > 0))
 
 
+def _spread(values, n_boot: int, seed: int) -> dict[str, float]:
+    """Median, its 90 % bootstrap interval and the per-draw min/max of a 1-D sample."""
+    med, lo, hi = median_ci(values, n_boot, seed)
+    v = np.asarray(values, float)
+    return {
+        "median": float(med),
+        "ci90_lo": float(lo),
+        "ci90_hi": float(hi),
+        "min": float(np.min(v)),
+        "max": float(np.max(v)),
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # Checks
 
 
+def pure_attention(cfg: OverMixingConfig) -> dict[str, Any]:
+    """Check 0: μ vs depth in the pure stack (no residual, no MLP), with and without a sink."""
+    w, x = _instances(cfg, cfg.n, cfg.pure_depth, cfg.draws)
+    mu = {
+        a: np.asarray(_mu_curves_NxL(w, x, Sink("mass", a), residual=False)) for a in cfg.a_values
+    }
+    base = mu[cfg.a_values[0]]
+    diff = max(float(np.abs(mu[a] - base).max()) for a in cfg.a_values[1:])
+    rel = max(float((np.abs(mu[a] - base) / base).max()) for a in cfg.a_values[1:])
+    # Dong et al.'s SAN without any normalisation: the sink's (1 - a) acts as a temperature
+    raw = {
+        a: np.asarray(_mu_curves_NxL(w, x, Sink("mass", a), residual=False, qk_norm=False))
+        for a in (0.0, 0.5)
+    }
+    return {
+        "mu_by_a_NxL": mu,
+        "ratio_N": base[:, -1] / base[:, 0],
+        "max_abs_diff_with_sink": diff,
+        "max_rel_diff_with_sink": rel,
+        "raw_mu_by_a_NxL": raw,
+        "raw_ratio_by_a_N": {a: v[:, -1] / v[:, 0] for a, v in raw.items()},
+    }
+
+
 def rank_collapse(cfg: OverMixingConfig) -> dict[str, Any]:
-    """Checks 1-3: μ vs depth with/without a sink, per-layer rate, required sink vs depth."""
-    inst = _instances(cfg, cfg.n, cfg.max_depth, cfg.seeds)
-    mass = {a: _mu_curve(inst, Sink("mass", a)) for a in cfg.a_values}
-    logit = {b: _mu_curve(inst, Sink("logit", b=b)) for b in cfg.b_values}
-    half = min(32, cfg.max_depth)
-    rates = {a: _slope(np.arange(half + 1), np.log(mass[a][: half + 1]))[0] for a in mass}
+    """Checks 1-3 (pre-LN residual stack): μ vs depth per draw for each sink, depth to μ*, the
+    early rate, the smallest sink keeping the median μ(L) ≥ μ_target."""
+    w, x = _instances(cfg, cfg.n, cfg.max_depth, cfg.draws)
+    mass = {a: np.asarray(_mu_curves_NxL(w, x, Sink("mass", a))) for a in cfg.a_values}
+    logit = {b: np.asarray(_mu_curves_NxL(w, x, Sink("logit", b=b))) for b in cfg.b_values}
+    early = np.arange(cfg.early_depth + 1)
+    rate = {
+        a: np.array([_slope(early, np.log(c[: cfg.early_depth + 1]))[0] for c in curves])
+        for a, curves in mass.items()
+    }
+    depth_star = {
+        a: np.array([depth_to_reach(c, cfg.mu_star) for c in mass[a]])
+        for a in cfg.a_values
+        if a <= cfg.rescale_a_max
+    }
 
     def required(make_sink, lo, hi):
         out = {}
         for depth in cfg.bisect_depths:
-            sub = [({k: v[:depth] for k, v in w.items()}, x) for w, x in inst]
             out[depth] = _bisect(
-                lambda s, sub=sub: _mu_curve(sub, make_sink(s))[-1] >= cfg.mu_target,
+                lambda s, depth=depth: (
+                    np.median(np.asarray(_mu_curves_NxL(w, x, make_sink(s)))[:, depth])
+                    >= cfg.mu_target
+                ),
                 lo,
                 hi,
                 iters=20,
             )
         return out
 
-    req_a = required(lambda a: Sink("mass", a), 0.0, 0.999)
-    req_b = required(lambda b: Sink("logit", b=b), -8.0, 20.0)
     return {
-        "mu_by_a": mass,
-        "mu_by_b": logit,
-        "rate_by_a": rates,
-        "required_a": req_a,
-        "required_b": req_b,
+        "mu_by_a_NxL": mass,
+        "mu_by_b_NxL": logit,
+        "early_rate_by_a_N": rate,
+        "depth_star_by_a_N": depth_star,
+        "required_a": required(lambda a: Sink("mass", a), 0.0, 0.999),
+        "required_b": required(lambda b: Sink("logit", b=b), -8.0, 20.0),
     }
 
 
+@functools.partial(jax.jit, static_argnames=("depth",))
+def _mixing_N(weights, x_NxTxD, sink: Sink, depth: int | None = None):
+    """[N] mixing ratio M of the last token, per draw."""
+    return jax.vmap(
+        lambda w, x: toy.mixing_ratio(toy.last_token_jacobian(x, w, sink, depth=depth))
+    )(weights, x_NxTxD)
+
+
 def sensitivity(cfg: OverMixingConfig) -> dict[str, Any]:
-    """Check 4: mixing ratio M of the last token vs sink mass and depth; the L = 1 identity."""
-    depth_max = max(cfg.sensitivity_depths)
-    inst = _instances(cfg, cfg.sensitivity_n, depth_max, cfg.seeds)
-    m = {}
-    for depth in cfg.sensitivity_depths:
-        for a in cfg.a_values:
-            vals = [
-                toy.mixing_ratio(toy.last_token_jacobian(x, w, Sink("mass", a), depth=depth))
-                for w, x in inst
-            ]
-            m[(depth, a)] = float(np.mean(vals))
+    """Check 4: median mixing ratio M of the last token vs sink mass and depth; L = 1 identity."""
+    inst = _instances(cfg, cfg.sensitivity_n, max(cfg.sensitivity_depths), cfg.draws)
+    m = {
+        (depth, a): float(np.median(np.asarray(_mixing_N(*inst, Sink("mass", a), depth=depth))))
+        for depth in cfg.sensitivity_depths
+        for a in cfg.a_values
+    }
     # identity at L = 1: for i < n the Jacobian is the attention part, scaled exactly by (1 - a)
-    w, x = inst[0]
+    w, x = _draw(inst, 0)
     base = toy.last_token_jacobian(x, w, NO_SINK, depth=1)[:-1]
     errs = []
     for a in cfg.a_values[1:]:
@@ -201,20 +319,18 @@ def sensitivity(cfg: OverMixingConfig) -> dict[str, Any]:
 
 
 def context_length(cfg: OverMixingConfig) -> dict[str, Any]:
-    """Check 5: M grows with n at fixed b; the b(n) holding M at its n = 16 value grows ∝ ln n."""
+    """Check 5: M grows with n at fixed b; the b(n) holding M at its n = 16 value grows ∝ ln n.
+
+    Common random numbers: every context length uses the same weights and the first n tokens of
+    the same draw, so the comparison across n is not swamped by draw-to-draw noise (M saturates
+    at large n, where the sink's share e^b / (e^b + Σ e^s) is already small)."""
     out: dict[str, Any] = {}
     for depth in (1, 4):
-        per_n = {n: _instances(cfg, n, depth, cfg.context_seeds) for n in cfg.context_ns}
+        weights, x_NxTxD = _instances(cfg, max(cfg.context_ns), depth, cfg.context_draws)
+        per_n = {n: (weights, x_NxTxD[:, : n + 1]) for n in cfg.context_ns}
 
         def mean_m(n, b, per_n=per_n):
-            return float(
-                np.mean(
-                    [
-                        toy.mixing_ratio(toy.last_token_jacobian(x, w, Sink("logit", b=b)))
-                        for w, x in per_n[n]
-                    ]
-                )
-            )
+            return float(np.mean(np.asarray(_mixing_N(*per_n[n], Sink("logit", b=b)))))
 
         m_fixed = [mean_m(n, cfg.context_b) for n in cfg.context_ns]
         target = m_fixed[0]
@@ -232,8 +348,19 @@ def context_length(cfg: OverMixingConfig) -> dict[str, Any]:
     return out
 
 
+@functools.partial(jax.jit, static_argnames=("depth",))
+def _influence_NxT(weights, x_NxTxD, depth: int):
+    """[N,T] ‖∂y_n/∂x_i‖_F of the last token w.r.t. every input token (position 0 regular)."""
+    return jax.vmap(
+        lambda w, x: jnp.linalg.norm(
+            toy.last_token_jacobian(x, w, REGULAR, depth=depth), axis=(1, 2)
+        )
+    )(weights, x_NxTxD)
+
+
 def first_token(cfg: OverMixingConfig) -> dict[str, Any]:
-    """Check 6: influence of token i on the last token; exact for x <- x + A x (uniform A)."""
+    """Check 6: influence of token i on the last token; exact for x <- x + A x (uniform A); with
+    softmax at L = 8, per draw: Spearman ρ(position, influence), influence(first) / median."""
     n = cfg.n
     a_uniform = np.tril(np.ones((n, n))) / np.arange(1, n + 1)[:, None]
     linear = {}
@@ -244,13 +371,14 @@ def first_token(cfg: OverMixingConfig) -> dict[str, Any]:
             "ratio": float(row[0] / row[-1]),
             "spearman": metrics.spearman(np.arange(n - 1), row),
         }
-    w, x = _instances(cfg, n - 1, 8, 1)[0]
-    jac = toy.last_token_jacobian(x, w, REGULAR, depth=8)
-    softmax_infl = np.asarray(jnp.linalg.norm(jac, axis=(1, 2)))[: n - 1]
+    infl = np.asarray(_influence_NxT(*_instances(cfg, n - 1, 8, cfg.influence_draws), depth=8))
+    infl = infl[:, : n - 1]  # drop the last token itself
     return {
         "linear": linear,
-        "softmax_influence_L8": softmax_infl,
-        "softmax_spearman_L8": metrics.spearman(np.arange(n - 1), softmax_infl),
+        "softmax_influence_L8_NxT": infl,
+        "softmax_spearman_L8_N": np.array([metrics.spearman(np.arange(n - 1), r) for r in infl]),
+        "softmax_first_over_median_L8_N": infl[:, 0] / np.median(infl, axis=1),
+        "softmax_first_is_max_L8_N": infl.argmax(axis=1) == 0,
     }
 
 
@@ -346,29 +474,49 @@ def jacobian_bound(cfg: OverMixingConfig) -> dict[str, Any]:
 def run(cfg: OverMixingConfig, ctx: RunContext) -> dict[str, Any]:
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     with jax.enable_x64(True):
+        pure = pure_attention(cfg)
         rc = rank_collapse(cfg)
         sens = sensitivity(cfg)
         ctxlen = context_length(cfg)
         first = first_token(cfg)
         collapse = representational_collapse(cfg)
         bound = jacobian_bound(cfg)
-    claims = make_claims(cfg, rc, sens, ctxlen, first, collapse, bound)
-    figures = make_figures(ctx, cfg, rc, sens, ctxlen, first, collapse)
+    summ = summarize(cfg, pure, rc, first)
+    claims = make_claims(cfg, summ, rc, sens, ctxlen, first, collapse, bound)
+    figures = make_figures(ctx, cfg, pure, rc, summ, sens, ctxlen, first, collapse)
+    spread_rows = [{"quantity": k, **v} for k, v in summ["spread"].items()]
     a0 = cfg.a_values[0]
     rate_rows = [
         {
             "a": a,
-            "rate (slope of ln μ, L=0..32)": r,
-            "first-order (1-a)·rate(0)": (1 - a) * rc["rate_by_a"][a0],
+            f"median rate (slope of ln μ, L=0..{cfg.early_depth})": r,
+            "first-order (1-a)·rate(0)": (1 - a) * summ["early_rate"][a0],
         }
-        for a, r in rc["rate_by_a"].items()
+        for a, r in summ["early_rate"].items()
+    ]
+    depth_rows = [
+        {"a": a, "1/(1-a)": 1 / (1 - a), **v, "median·(1-a)": v["median"] * (1 - a)}
+        for a, v in summ["depth_star"].items()
     ]
     return {
         "claims": claims,
         "figures": figures,
+        "pure_attention": {
+            "mu_L_over_mu_0": summ["spread"]["pure: μ(L)/μ(0), a = 0"],
+            "max_abs_diff_with_sink": pure["max_abs_diff_with_sink"],
+            "max_rel_diff_with_sink": pure["max_rel_diff_with_sink"],
+            "mu_L_over_mu_0_per_draw": pure["ratio_N"],
+        },
         "rank_collapse": {
-            "mu_L_by_a": {str(a): v[-1] for a, v in rc["mu_by_a"].items()},
-            "mu_L_by_b": {str(b): v[-1] for b, v in rc["mu_by_b"].items()},
+            "mu_L_over_mu_0_per_draw": summ["residual_ratio_N"],
+            "median_mu_L_by_a": summ["mu_end"],
+            "median_mu_L_by_b": {
+                str(b): float(np.median(v[:, -1])) for b, v in rc["mu_by_b_NxL"].items()
+            },
+            "depth_star": summ["depth_star"],
+            "depth_star_ratio": summ["depth_star_ratio"],
+            "depth_star_euler_fit": summ["depth_star_euler_fit"],
+            "early_rate": summ["early_rate"],
             "required_a": rc["required_a"],
             "required_b": rc["required_b"],
         },
@@ -379,18 +527,86 @@ def run(cfg: OverMixingConfig, ctx: RunContext) -> dict[str, Any]:
                 d: {"ratio": v["ratio"], "spearman": v["spearman"]}
                 for d, v in first["linear"].items()
             },
-            "softmax_spearman_L8": first["softmax_spearman_L8"],
+            "softmax_spearman_L8_per_draw": first["softmax_spearman_L8_N"],
+            "softmax_first_over_median_L8_per_draw": first["softmax_first_over_median_L8_N"],
+            "softmax_first_is_max_L8_fraction": float(first["softmax_first_is_max_L8_N"].mean()),
         },
         "representational_collapse": collapse,
         "jacobian_bound": bound,
-        "tables": {"Per-layer collapse rate vs sink mass": rate_rows},
+        "tables": {
+            "Spread over draws (median, 90 % bootstrap CI of the median, min, max)": spread_rows,
+            f"Depth to μ* = {cfg.mu_star} vs sink mass (per draw, interpolated)": depth_rows,
+            "Early collapse rate vs sink mass": rate_rows,
+        },
     }
 
 
-def make_claims(cfg, rc, sens, ctxlen, first, collapse, bound):
-    a0, mu0 = cfg.a_values[0], rc["mu_by_a"][cfg.a_values[0]]
-    mu_end = [rc["mu_by_a"][a][-1] for a in cfg.a_values]
-    rates = [abs(rc["rate_by_a"][a]) for a in cfg.a_values]
+def summarize(cfg: OverMixingConfig, pure, rc, first) -> dict[str, Any]:
+    """Medians over draws, bootstrap intervals and spreads of everything the μ claims use."""
+    nb, seed = cfg.n_boot, cfg.seed
+    a0 = cfg.a_values[0]
+    mu0 = rc["mu_by_a_NxL"][a0]
+    residual_ratio = mu0[:, -1] / mu0[:, 0]
+    spread = {
+        "pure: μ(L)/μ(0), a = 0": _spread(pure["ratio_N"], nb, seed),
+        **{
+            f"pure, no q/k normalisation (Dong et al. SAN): μ(L)/μ(0), a = {a}": _spread(
+                v, nb, seed
+            )
+            for a, v in pure["raw_ratio_by_a_N"].items()
+        },
+        "residual: μ(L)/μ(0), a = 0": _spread(residual_ratio, nb, seed),
+        **{
+            f"residual: μ(L), a = {a}": _spread(v[:, -1], nb, seed)
+            for a, v in rc["mu_by_a_NxL"].items()
+        },
+        "softmax L = 8: Spearman ρ(position, influence)": _spread(
+            first["softmax_spearman_L8_N"], nb, seed
+        ),
+        "softmax L = 8: influence(first) / median influence": _spread(
+            first["softmax_first_over_median_L8_N"], nb, seed
+        ),
+    }
+    a_star = list(rc["depth_star_by_a_N"])
+    depths_NxA = np.stack([rc["depth_star_by_a_N"][a] for a in a_star], axis=1)
+    depth_star = {a: _spread(depths_NxA[:, k], nb, seed) for k, a in enumerate(a_star)}
+
+    def ratio(med_A):
+        prod = np.asarray(med_A) * (1 - np.asarray(a_star))
+        return float(prod.max() / prod.min())
+
+    med = np.median(np.where(np.isfinite(depths_NxA), depths_NxA, np.inf), axis=0)
+    idx = np.random.default_rng(seed).integers(0, depths_NxA.shape[0], (nb, depths_NxA.shape[0]))
+    boot = [ratio(np.median(np.where(np.isfinite(b), b, np.inf), axis=0)) for b in depths_NxA[idx]]
+    lo, hi = np.quantile(boot, [0.05, 0.95], method="inverted_cdf")
+    return {
+        "spread": spread,
+        "residual_ratio_N": residual_ratio,
+        "mu_end": {a: float(np.median(v[:, -1])) for a, v in rc["mu_by_a_NxL"].items()},
+        "early_rate": {a: float(np.median(v)) for a, v in rc["early_rate_by_a_N"].items()},
+        "depth_star": depth_star,
+        "depth_star_ratio": {"median": ratio(med), "ci90_lo": float(lo), "ci90_hi": float(hi)},
+        "depth_star_euler_fit": _euler_fit(a_star, med),
+        "rescale_bound": float((1 / (1 - max(a_star))) ** 0.25),
+        "pure_max_abs_diff": pure["max_abs_diff_with_sink"],
+    }
+
+
+def _euler_fit(a_values, depth_A) -> dict[str, float]:
+    """Fit h·D(h) = T* + c·h (h = 1 − a): the O(h) term of the Euler picture."""
+    h = 1 - np.asarray(a_values, float)
+    t = h * np.asarray(depth_A, float)
+    if not np.all(np.isfinite(t)):
+        return {"T_star": float("nan"), "c": float("nan"), "r2": float("nan")}
+    c, r2 = _slope(h, t)
+    return {"T_star": float(np.mean(t) - c * np.mean(h)), "c": c, "r2": r2}
+
+
+def make_claims(cfg, summ, rc, sens, ctxlen, first, collapse, bound):
+    a0 = cfg.a_values[0]
+    sp = summ["spread"]
+    mu_end = [summ["mu_end"][a] for a in cfg.a_values]
+    rates = [abs(summ["early_rate"][a]) for a in cfg.a_values]
     req_a = [rc["required_a"][d] for d in cfg.bisect_depths]
     m = sens["mixing"]
     depths = cfg.sensitivity_depths
@@ -402,25 +618,46 @@ def make_claims(cfg, rc, sens, ctxlen, first, collapse, bound):
     nc = collapse["no sink, 1 layer"]
     return [
         check(
-            "rank_collapse_mu_L_over_mu_0_no_sink",
-            mu0[-1] / mu0[0],
+            "pure_attention_median_mu_L_over_mu_0_no_sink",
+            sp["pure: μ(L)/μ(0), a = 0"]["median"],
             "<=",
-            0.3,
-            "μ → 0 with depth (ref. 0.99 → 0.14)",
+            1e-2,
+            "pure attention loses rank (doubly) exponentially with depth (Dong et al. 2021)",
         ),
         check(
-            "mu_at_max_depth_strictly_increasing_in_a",
+            "pure_attention_mass_sink_max_abs_change_of_mu",
+            summ["pure_max_abs_diff"],
+            "<=",
+            1e-10,
+            "a zero-value sink only rescales A·X; μ is scale-invariant: no help without residual",
+        ),
+        check(
+            "rank_collapse_median_mu_L_over_mu_0_no_sink",
+            sp["residual: μ(L)/μ(0), a = 0"]["median"],
+            "<=",
+            0.3,
+            "μ decreases with depth (Dong et al. 2021); with pre-LN residual a slow dilution",
+        ),
+        check(
+            "median_mu_at_max_depth_strictly_increasing_in_a",
             int(_strictly_increasing(mu_end)),
             "==",
             1,
             "a sink slows collapse",
         ),
         check(
-            "collapse_rate_magnitude_decreasing_in_a",
+            "depth_to_mu_star_times_1_minus_a_max_over_min",
+            summ["depth_star_ratio"]["median"],
+            "<=",
+            round(summ["rescale_bound"], 4),
+            "a sink of mass a rescales depth by 1/(1 − a) (first order)",
+        ),
+        check(
+            "early_rate_magnitude_strictly_decreasing_in_a",
             int(np.all(np.diff(rates) < 0)),
             "==",
             1,
-            "rate ∝ (1 − a) to first order",
+            "a sink slows collapse from the first layers",
         ),
         check(
             "required_a_nondecreasing_in_depth",
@@ -434,7 +671,7 @@ def make_claims(cfg, rc, sens, ctxlen, first, collapse, bound):
             req_a[-1] - req_a[0],
             ">",
             0.0,
-            "strictly larger at L = 64 than L = 8",
+            "strictly larger at the deepest than the shallowest depth",
         ),
         check(
             "identity_L1_attention_jacobian_scales_by_1_minus_a",
@@ -444,14 +681,14 @@ def make_claims(cfg, rc, sens, ctxlen, first, collapse, bound):
             "exact identity",
         ),
         check(
-            "mixing_ratio_decreasing_in_a_every_depth",
+            "median_mixing_ratio_decreasing_in_a_every_depth",
             int(decreasing_in_a),
             "==",
             1,
             "a sink reduces mixing",
         ),
         check(
-            "mixing_ratio_increasing_in_depth_no_sink",
+            "median_mixing_ratio_increasing_in_depth_no_sink",
             int(_strictly_increasing([m[(d, a0)] for d in depths])),
             "==",
             1,
@@ -462,11 +699,11 @@ def make_claims(cfg, rc, sens, ctxlen, first, collapse, bound):
             int(_strictly_increasing(c1["m_fixed_b"])),
             "==",
             1,
-            "longer context mixes more (ref. 0.58 → 1.33)",
+            "longer context mixes more",
         ),
-        check("b_of_n_slope_vs_ln_n_L1_low", c1["slope"], ">=", 0.5, "slope 1 (ref. 0.94)"),
-        check("b_of_n_slope_vs_ln_n_L1_high", c1["slope"], "<=", 1.5, "slope 1 (ref. 0.94)"),
-        check("b_of_n_fit_r2_L1", c1["r2"], ">=", 0.9, "R² 0.989"),
+        check("b_of_n_slope_vs_ln_n_L1_low", c1["slope"], ">=", 0.5, "b(n) ∝ ln n, slope 1"),
+        check("b_of_n_slope_vs_ln_n_L1_high", c1["slope"], "<=", 1.5, "b(n) ∝ ln n, slope 1"),
+        check("b_of_n_fit_r2_L1", c1["r2"], ">=", 0.9, "b(n) linear in ln n"),
         check(
             "influence_decreasing_in_position_linear_L_ge_2",
             int(mono_l2),
@@ -479,42 +716,49 @@ def make_claims(cfg, rc, sens, ctxlen, first, collapse, bound):
             int(_strictly_increasing(lin_ratios)),
             "==",
             1,
-            "1.0, 3.3, 24.5, 654",
+            "1.0, 3.3, 24.5, 654 (exact, linear uniform)",
         ),
         check(
-            "influence_spearman_softmax_L8",
-            first["softmax_spearman_L8"],
+            "median_influence_spearman_softmax_L8",
+            sp["softmax L = 8: Spearman ρ(position, influence)"]["median"],
             "<=",
             -0.8,
             "first token is where mixing piles up",
+        ),
+        check(
+            "median_influence_first_over_median_softmax_L8",
+            sp["softmax L = 8: influence(first) / median influence"]["median"],
+            ">",
+            1.0,
+            "the first token is the most influential",
         ),
         check(
             "collapse_slope_one_token_changed_low",
             nc["slope_changed"],
             ">=",
             -1.3,
-            "distance ∝ 1/n (ref. −0.94)",
+            "distance ∝ 1/n",
         ),
         check(
             "collapse_slope_one_token_changed_high",
             nc["slope_changed"],
             "<=",
             -0.7,
-            "distance ∝ 1/n (ref. −0.94)",
+            "distance ∝ 1/n",
         ),
         check(
             "collapse_slope_one_more_repeat_low",
             nc["slope_longer"],
             ">=",
             -2.3,
-            "distance ∝ 1/n² (ref. −1.93)",
+            "distance ∝ 1/n²",
         ),
         check(
             "collapse_slope_one_more_repeat_high",
             nc["slope_longer"],
             "<=",
             -1.7,
-            "distance ∝ 1/n² (ref. −1.93)",
+            "distance ∝ 1/n²",
         ),
         check(
             "jacobian_bound_violations",
@@ -526,21 +770,68 @@ def make_claims(cfg, rc, sens, ctxlen, first, collapse, bound):
     ]
 
 
-def make_figures(ctx, cfg, rc, sens, ctxlen, first, collapse) -> list[str]:
+def _band(ax, depth, curves_NxL, cfg, **kw):
+    """Median over draws with its 90 % bootstrap band."""
+    med, lo, hi = median_ci(curves_NxL, cfg.n_boot, cfg.seed)
+    (line,) = ax.plot(depth, med, **kw)
+    ax.fill_between(depth, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+
+
+def make_figures(ctx, cfg, pure, rc, summ, sens, ctxlen, first, collapse) -> list[str]:
     plt = plotting.plt
     files = []
-    fig, axes = plt.subplots(1, 2, figsize=(7.0, 2.6))
+    fig, axes = plt.subplots(1, 3, figsize=(10.0, 2.8))
+    pd = np.arange(cfg.pure_depth + 1)
+    for a in (cfg.a_values[0], cfg.a_values[-1]):
+        style = "-" if a == cfg.a_values[0] else "--"
+        _band(axes[0], pd, pure["mu_by_a_NxL"][a], cfg, ls=style, label=f"a = {a}")
+    for a, mu in pure["raw_mu_by_a_NxL"].items():
+        _band(axes[0], pd, mu, cfg, ls=":", label=f"a = {a}, no q/k norm (Dong et al.)")
     depth = np.arange(cfg.max_depth + 1)
-    for a, mu in rc["mu_by_a"].items():
-        axes[0].plot(depth, mu, label=f"a = {a}")
-    for b, mu in rc["mu_by_b"].items():
-        axes[1].plot(depth, mu, label=f"b = {b}")
-    axes[1].plot(depth, rc["mu_by_a"][cfg.a_values[0]], "k--", label="no sink")
-    for ax, title in zip(axes, ("exact sink mass a", "sink logit gap b"), strict=True):
-        ax.set(yscale="log", xlabel="depth L", ylabel="token uniformity μ", title=title)
+    for a, mu in rc["mu_by_a_NxL"].items():
+        _band(axes[1], depth, mu, cfg, label=f"a = {a}")
+    for b, mu in rc["mu_by_b_NxL"].items():
+        _band(axes[2], depth, mu, cfg, label=f"b = {b}")
+    _band(
+        axes[2], depth, rc["mu_by_a_NxL"][cfg.a_values[0]], cfg, color="k", ls="--", label="no sink"
+    )
+    titles = (
+        "pure attention (no residual)",
+        "pre-LN residual: sink mass a",
+        "pre-LN residual: sink logit b",
+    )
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set(
+            yscale="log",
+            xlabel="depth L",
+            ylabel="token uniformity μ (median, 90 % CI)",
+            title=title,
+        )
         ax.legend(frameon=False, fontsize=6)
     fig.tight_layout()
     files += ctx.save_figure(fig, "mu_vs_depth")
+
+    fig, ax = plt.subplots(figsize=(3.6, 2.8))
+    a_star = list(summ["depth_star"])
+    inv = np.array([1 / (1 - a) for a in a_star])
+    med = np.array([summ["depth_star"][a]["median"] for a in a_star])
+    err = np.array(
+        [
+            [med[k] - summ["depth_star"][a]["ci90_lo"], summ["depth_star"][a]["ci90_hi"] - med[k]]
+            for k, a in enumerate(a_star)
+        ]
+    ).T
+    ax.errorbar(inv, med, yerr=err, fmt="o", label="median depth (90 % CI)")
+    ax.plot(inv, med[0] * inv, "k--", lw=0.8, label="first order: D(0)/(1 − a)")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="1/(1 − a)",
+        ylabel=f"depth to μ ≤ {cfg.mu_star}",
+        title=f"max/min of D·(1 − a): {summ['depth_star_ratio']['median']:.2f}",
+    )
+    ax.legend(frameon=False, fontsize=6)
+    files += ctx.save_figure(fig, "depth_to_mu_star_vs_sink_mass")
 
     fig, axes = plt.subplots(1, 2, figsize=(6.0, 2.4))
     axes[0].plot(cfg.bisect_depths, [rc["required_a"][d] for d in cfg.bisect_depths], "o-")
@@ -550,7 +841,7 @@ def make_figures(ctx, cfg, rc, sens, ctxlen, first, collapse) -> list[str]:
             xscale="log",
             xlabel="depth L",
             ylabel=name,
-            title=f"smallest sink keeping μ(L) ≥ {cfg.mu_target}",
+            title=f"smallest sink keeping median μ(L) ≥ {cfg.mu_target}",
         )
     fig.tight_layout()
     files += ctx.save_figure(fig, "required_sink_vs_depth")
@@ -558,7 +849,7 @@ def make_figures(ctx, cfg, rc, sens, ctxlen, first, collapse) -> list[str]:
     fig, ax = plt.subplots(figsize=(3.4, 2.6))
     for d in cfg.sensitivity_depths:
         ax.plot(cfg.a_values, [sens["mixing"][(d, a)] for a in cfg.a_values], "o-", label=f"L={d}")
-    ax.set(yscale="log", xlabel="sink mass a", ylabel="mixing ratio M (Frobenius)")
+    ax.set(yscale="log", xlabel="sink mass a", ylabel="median mixing ratio M (Frobenius)")
     ax.legend(frameon=False, fontsize=6)
     files += ctx.save_figure(fig, "mixing_vs_sink_mass")
 
@@ -580,7 +871,8 @@ def make_figures(ctx, cfg, rc, sens, ctxlen, first, collapse) -> list[str]:
     fig, ax = plt.subplots(figsize=(3.6, 2.6))
     for d, res in first["linear"].items():
         ax.plot(res["influence"], label=f"L={d} (linear, uniform)")
-    ax.plot(first["softmax_influence_L8"], "k:", label="L=8 softmax (pre-LN)")
+    infl = first["softmax_influence_L8_NxT"]
+    _band(ax, np.arange(infl.shape[1]), infl, cfg, color="k", ls=":", label="L=8 softmax (median)")
     ax.set(
         yscale="log",
         xlabel="input position i",

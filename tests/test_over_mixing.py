@@ -8,11 +8,23 @@ import numpy as np
 import pytest
 
 from proofs_numeric import mixing_toy as toy
-from proofs_numeric.over_mixing import PRESETS, first_token, jacobian_bound, rank_collapse
+from proofs_numeric.over_mixing import (
+    PRESETS,
+    depth_to_reach,
+    first_token,
+    jacobian_bound,
+    median_ci,
+    pure_attention,
+    rank_collapse,
+)
 
 SMALL = dataclasses.replace(
     PRESETS["quick"],
-    seeds=2,
+    draws=3,
+    pure_depth=8,
+    early_depth=2,
+    influence_draws=2,
+    n_boot=200,
     d=8,
     n=12,
     max_depth=8,
@@ -67,6 +79,48 @@ def test_jacobian_bound_holds_on_random_instances():
 def test_tiny_sink_slows_collapse():
     """§2 in miniature: μ after L layers increases with the sink mass a."""
     rc = rank_collapse(SMALL)
-    mu_end = [rc["mu_by_a"][a][-1] for a in SMALL.a_values]
+    mu_end = [np.median(rc["mu_by_a_NxL"][a][:, -1]) for a in SMALL.a_values]
     assert np.all(np.diff(mu_end) > 0)
     assert rc["required_a"][8] >= rc["required_a"][2]
+
+
+def test_pure_stack_collapses_and_a_sink_leaves_mu_unchanged():
+    """§0: without residual, μ falls with depth; a mass-a sink gives x_L = (1 − a)^L x_L(0)."""
+    out = pure_attention(SMALL)
+    med = np.median(out["mu_by_a_NxL"][0.0], axis=0)
+    assert np.all(np.diff(med) < 0) and med[-1] / med[0] < 0.1
+    assert out["max_abs_diff_with_sink"] <= 1e-10
+    w = toy.random_weights(jax.random.key(4), 8, 6)
+    x = jax.random.normal(jax.random.key(5), (10, 8))
+    y0 = toy.forward(x, w, toy.NO_SINK, residual=False)
+    ya = toy.forward(x, w, toy.Sink("mass", 0.7), residual=False)
+    np.testing.assert_allclose(ya, 0.3**6 * y0, rtol=1e-10, atol=0)
+
+
+def test_sink_is_an_euler_step_of_size_one_minus_a():
+    """§2 at first order: one layer with sink mass a is x + (1 − a) f(x) exactly, and with shared
+    weights the depth·(1 − a) to reach μ* converges at first order in h = 1 − a (the successive
+    differences halve when h halves)."""
+    w = toy.random_weights(jax.random.key(6), 8, 120, shared=True)
+    x = jax.random.normal(jax.random.key(7), (13, 8))
+    f = toy.forward(x, w, toy.NO_SINK, depth=1) - x
+    fa = toy.forward(x, w, toy.Sink("mass", 0.6), depth=1) - x
+    np.testing.assert_allclose(fa, 0.4 * f, rtol=0, atol=1e-12)
+    t = []
+    for a in (0.9, 0.95, 0.975):
+        _, stream = toy.forward(x, w, toy.Sink("mass", a), collect=True)
+        mu = np.asarray(jax.vmap(lambda s: toy.token_uniformity(s[1:]))(stream))
+        t.append(depth_to_reach(mu, 0.8) * (1 - a))
+    assert np.isfinite(t).all()
+    assert (t[0] - t[1]) / (t[1] - t[2]) == pytest.approx(2.0, abs=0.2)
+
+
+def test_median_ci_and_depth_to_reach():
+    med, lo, hi = median_ci(np.array([1.0, 2.0, 3.0, 4.0, 100.0]), 500, seed=0)
+    assert med == 3.0 and 1.0 <= lo <= med <= hi <= 100.0
+    again = median_ci(np.array([1.0, 2.0, 3.0, 4.0, 100.0]), 500, seed=0)
+    assert (lo, hi) == (again[1], again[2])  # seeded
+    med2, _, _ = median_ci(np.array([[1.0, np.nan], [2.0, np.inf], [3.0, 5.0]]), 50, seed=1)
+    assert med2[0] == 2.0 and med2[1] == np.inf  # non-finite counts as never reached
+    assert depth_to_reach(np.array([1.0, 0.9, 0.7, 0.5]), 0.8) == pytest.approx(1.5)
+    assert depth_to_reach(np.array([1.0, 0.9]), 0.8) == np.inf

@@ -77,11 +77,11 @@ def select(only: str | None) -> list[str]:
     return [known[w] for w in wanted]
 
 
-def summarise(out_root: str | Path, modules: list[str], status: dict[str, str]) -> str:
+def summarise(out_root: Path, modules: list[str], status: dict[str, str]) -> str:
     lines = ["| module | status | claims passed | wall time (s) |", "|---|---|---|---|"]
     for m in modules:
         name = short_name(m)
-        path = Path(out_root) / name / "metrics.json"
+        path = out_root / name / "metrics.json"
         passed, wall = "—", "—"
         if status[m] == "ok" and path.exists():
             metrics = json.loads(path.read_text())
@@ -105,33 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         modules = select(args.only)
+        if args.list:
+            for m in modules:
+                print(f"{m:42s} presets: {', '.join(presets_of(m))}")
+            return 0
+        out_root, presets = prepare(modules, args.preset, args.out)
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    if args.list:
-        for m in modules:
-            print(f"{m:42s} presets: {', '.join(presets_of(m))}")
-        return 0
-    out_root = Path("results") / "all" / args.preset if args.out is None else args.out
-    try:
-        check_out_dir(out_root)
-    except OutputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    # Presets are read once, before anything runs: edits to the sources during a long run only
-    # reach the module processes, and a module that does not import is reported, not fatal.
-    presets = {m: presets_or_error(m) for m in modules}
-    known = sorted({p for ps in presets.values() if not isinstance(ps, str) for p in ps})
-    if known and args.preset not in known:
-        print(
-            f"error: no selected module has a preset {args.preset!r}; presets: {', '.join(known)}",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        Path(out_root).mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        print(f"error: cannot create {out_root}: {err.strerror}", file=sys.stderr)
         return 2
     status: dict[str, str] = {}
     for m in modules:
@@ -146,9 +126,31 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(s == "ok" or s.startswith("no ") for s in status.values()) else 1
 
 
-def run_module(module: str, preset: str, out_root: str | Path) -> str:
+def prepare(
+    modules: list[str], preset: str, out: str | None
+) -> tuple[Path, dict[str, list[str] | str]]:
+    """The output folder (created) and each module's presets, or UsageError before anything
+    runs: an unusable folder, or a preset none of the selected modules has."""
+    try:
+        out_root = check_out_dir(Path("results") / "all" / preset if out is None else out)
+    except OutputError as err:
+        raise UsageError(str(err)) from None
+    # Presets are read once, before anything runs: edits to the sources during a long run only
+    # reach the module processes, and a module that does not import is reported, not fatal.
+    presets = {m: presets_or_error(m) for m in modules}
+    known = sorted({p for ps in presets.values() if not isinstance(ps, str) for p in ps})
+    if known and preset not in known:
+        raise UsageError(f"no selected module has a preset {preset!r}; presets: {', '.join(known)}")
+    try:
+        out_root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"cannot create {out_root}: {err.strerror}") from None
+    return out_root, presets
+
+
+def run_module(module: str, preset: str, out_root: Path) -> str:
     """Run one module in its own process; its status: 'ok' or 'exit N'."""
-    out = Path(out_root) / short_name(module)
+    out = out_root / short_name(module)
     cmd = [sys.executable, "-m", module, "--preset", preset, "--out", str(out)]
     print(f"[all] {' '.join(cmd[1:])}", flush=True)
     t0 = time.perf_counter()
@@ -158,12 +160,10 @@ def run_module(module: str, preset: str, out_root: str | Path) -> str:
     return status
 
 
-def write_summary(
-    out_root: str | Path, preset: str, modules: list[str], status: dict[str, str]
-) -> None:
+def write_summary(out_root: Path, preset: str, modules: list[str], status: dict[str, str]) -> None:
     done = [m for m in modules if m in status]
     table = summarise(out_root, done, status)
-    atomic_write_text(Path(out_root) / "summary.md", f"# All modules [{preset}]\n\n{table}\n")
+    atomic_write_text(out_root / "summary.md", f"# All modules [{preset}]\n\n{table}\n")
 
 
 if __name__ == "__main__":

@@ -123,7 +123,7 @@ def check_out_dir(out_dir: str | Path) -> Path:
 def is_run_dir(path: Path) -> bool:
     """True if `path` carries the mark of a sinks_jax run."""
     try:
-        mark = json.loads((path / MARK).read_text(encoding="utf-8"))
+        mark = read_mark(path)
     except (OSError, ValueError):
         return False
     return isinstance(mark, dict) and "sinks_jax_run" in mark

@@ -298,8 +298,7 @@ def train(
                     out_dir,
                     resume=bool(resume),
                     mark={"kind": "train", "config": to_dict(cfg)},
-                    check_previous=lambda mark: _check_resume(cfg, mark.get("config"), resume, out),
-                )
+                )  # on resume `_train` checks the saved config.json before writing anything
             )
         return _train(
             cfg,
@@ -315,11 +314,10 @@ def train(
         )
 
 
-def _check_resume(cfg: Any, saved: dict[str, Any] | None, resume: Any, where: Path) -> None:
-    if saved is not None:
-        run_dir.check_resume_config(
-            saved, to_dict(cfg), where=where, extend_schedule=run_dir.extends_schedule(resume)
-        )
+def _check_resume(cfg: Any, saved: dict[str, Any], resume: Any, where: Path) -> None:
+    run_dir.check_resume_config(
+        saved, to_dict(cfg), where=where, extend_schedule=run_dir.extends_schedule(resume)
+    )
 
 
 def _train(

@@ -223,7 +223,9 @@ def write_results(
     claims: list[claims_lib.Claim],
     payload: dict[str, Any],
 ) -> None:
-    """metrics.json and report.md (each written atomically); the tables and claims printed."""
+    """metrics.json and report.md (each written atomically); the tables and claims printed.
+
+    `payload["notes"]` (a list of sentences, optional) becomes report.md's "What was seen"."""
     metrics = {
         "experiment": exp.name,
         "preset": preset,
@@ -235,6 +237,9 @@ def write_results(
     }
     claims_lib.write_metrics(out / "metrics.json", metrics)
     report = [f"## Claims\n\n{claims_lib.format_table(claims, markdown=True)}"]
+    notes = payload.get("notes", [])  # what was seen, in words (e.g. why a claim fails)
+    if notes:
+        report.append("## What was seen\n\n" + "\n".join(f"- {n}" for n in notes))
     for title, rows in payload.get("tables", {}).items():
         print(f"{title}\n{claims_lib.text_table(rows)}\n")
         report.append(f"## {title}\n\n{claims_lib.text_table(rows, markdown=True)}")

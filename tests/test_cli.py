@@ -98,3 +98,17 @@ def test_benchmark_runs():
     assert result["train_step_s"] > 0 and result["ratio_capture_all_over_no_capture"] > 0
     lm = run("lm_sinks", "quick", repeats=1, microbatches=2)
     assert lm["train_step_s"] > 0 and lm["microbatches"] == 2
+
+
+def test_report_says_what_was_seen(tmp_path):
+    from sinks_jax import cli
+    from sinks_jax.claims import check
+    from tests import tiny_experiment
+
+    cfg = tiny_experiment.PRESETS["quick"]
+    claims = [check("x", 1.0, ">=", 2.0)]
+    payload = {"notes": ["x stays at 1.0: the task never needs it."]}
+    cli.write_results(tiny_experiment.EXPERIMENT, "quick", cfg, tmp_path, 1.0, claims, payload)
+    report = (tmp_path / "report.md").read_text()
+    assert "## What was seen\n\n- x stays at 1.0: the task never needs it." in report
+    assert json.loads((tmp_path / "metrics.json").read_text())["notes"] == payload["notes"]

@@ -102,9 +102,30 @@ def run_configs(cfg: MitigationConfig) -> dict[str, ExperimentConfig]:
     }
 
 
-def growth(run: BBRun) -> float:
+def growth(run: BBRun, start: int = 0) -> float:
+    """Layer-0 ‖Res_<s>‖ at the last eval over its value at eval step `start` (0: init)."""
     res = run.series("res_first", 0)
-    return res[-1] / res[0]
+    return res[-1] / res[run.steps.index(start)]
+
+
+def half_step(run: BBRun) -> int:
+    """The eval step nearest half of training (the second half excludes early transients)."""
+    return min(run.steps, key=lambda s: abs(s - run.steps[-1] // 2))
+
+
+def matched_comparison(runs: dict[str, BBRun]) -> list[str]:
+    """Words for report.md: are the three runs compared at matched steps and loss?"""
+    three = list(runs.items())[:3]
+    parts = ", ".join(
+        f"{name} {r.steps[-1]} steps, backcopy CE {r.evals[-1]['backcopy_risk']:.4f}, bigram "
+        f"excess {r.evals[-1]['bigram_excess']:.3f}, growth ×{growth(r):.3f} "
+        f"(×{growth(r, half_step(r)):.3f} from step {half_step(r)})"
+        for name, r in three
+    )
+    return [
+        f"Layer-0 growth is compared at the same step count and at the loss each run reached: "
+        f"{parts}."
+    ]
 
 
 def run(cfg: MitigationConfig, ctx: RunContext) -> dict[str, Any]:
@@ -155,6 +176,7 @@ def run(cfg: MitigationConfig, ctx: RunContext) -> dict[str, Any]:
                 "‖Res_<s>‖ init": res[0],
                 f"‖Res_<s>‖ step {r.steps[-1]}": res[-1],
                 "growth": res[-1] / res[0],
+                "growth, second half": growth(r, half_step(r)),
                 "residual ratio BOS/others": r.final("res_ratio", 0),
                 "max Attn_<s> over layers": max(
                     r.final("attn_bos_non_trigger", l, 0) for l in range(cfg.model.n_layers)
@@ -183,6 +205,7 @@ def run(cfg: MitigationConfig, ctx: RunContext) -> dict[str, Any]:
             "value_ratio": relu1.final("value_ratio", 0, 0),
         },
         "tables": {"Layer-0 BOS residual norm, 3 layers": table},
+        "notes": matched_comparison(runs),
         "train": {"wall_time_s": {k: r.result.wall_time_s for k, r in runs.items()}},
         "figures": figures,
     }

@@ -84,6 +84,8 @@ def test_optimizer_mitigations_short_run_adam_grows_the_bos_residual_more_than_s
     claims = {c.name: c for c in out["claims"]}
     assert claims["adam_layer0_bos_growth"].measured > claims["sgd_layer0_bos_growth"].measured
     assert (tmp_path / "layer0_bos_residual.png").exists()
+    # the growth comparison states the steps and losses it is made at (report.md's notes)
+    assert "AdamW 200 steps, backcopy CE" in out["notes"][0]
 
 
 def test_residual_peak_short_run_writes_every_output(tmp_path):

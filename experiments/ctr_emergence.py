@@ -7,10 +7,16 @@ t > p of A¹[t, p]: SEP catches the span after it), the BOS sink score of querie
 common-direction energy of the post-SEP layer-1 outputs (‖mean o‖² / mean ‖o‖², 1 = one common
 tag), the same energy for the pre-SEP tokens, and layer 2's retrieval mass (the last query's
 attention on the post-SEP tokens). Outputs (results/ctr_emergence/<preset>/): metrics.json with
-per-seed rows and claims, both layers' attention maps for the best seed, and a scatter of SEP
-sink score against relMSE.
+per-seed rows and claims, both layers' attention maps for the best seed, a scatter of SEP sink
+score against relMSE, and the success rate against the learning rate.
 
-    python -m experiments.ctr_emergence --preset quick   # CPU, about 4 minutes
+With Adam at 3e-3 every seed finds the solution (the paper: at most 4 of 10 runs do), so "a failed
+seed has no sink" has nothing to test there. A learning-rate sweep supplies failures: the same
+model, task and optimiser at smaller learning rates (`sweep_lrs`, `sweep_seeds` seeds each), where
+some or all seeds miss the solution within the step budget. The success rate is reported against
+the learning rate, and the claim about failed seeds is tested on every failed run, main and sweep.
+
+    python -m experiments.ctr_emergence --preset quick   # CPU, about 7 minutes
 """
 
 from __future__ import annotations
@@ -32,9 +38,15 @@ from sinks_jax.model import Capture
 class EmergenceConfig(av.AveragingExperimentConfig):
     n_seeds: int = 10
     success_rel_mse: float = 0.01
+    # Success rate vs learning rate: the preset's optimiser at these rates, `sweep_seeds` each.
+    sweep_lrs: tuple[float, ...] = (5e-4, 7e-4)
+    sweep_seeds: int = 5
 
     def __post_init__(self) -> None:
         require(self.n_seeds >= 1, "n_seeds", self.n_seeds, ">= 1")
+        lrs = self.sweep_lrs
+        require(all(lr > 0 for lr in lrs), "sweep_lrs", lrs, "> 0 (each)")
+        require(self.sweep_seeds >= 1, "sweep_seeds", self.sweep_seeds, ">= 1")
 
 
 PRESETS = {
@@ -44,29 +56,71 @@ PRESETS = {
     ),
 }
 NOTES = {
-    "quick": "10 seeds × 3000 steps, T 24, d_x 8, d_model 32, Adam 3e-3 (about 4 minutes)",
+    "quick": "10 seeds × 3000 steps, T 24, d_x 8, d_model 32, Adam 3e-3; lr sweep 2 × 5 seeds"
+    " (about 7 minutes)",
     "paper": "20 seeds × 20k steps",
 }
 
 
-def run(cfg: EmergenceConfig, ctx: RunContext) -> dict[str, Any]:
-    ev = av.eval_batch(cfg.data, cfg.seed, 1024)
+def settings(cfg: EmergenceConfig) -> dict[str, tuple[av.AveragingExperimentConfig, int]]:
+    """Each learning rate, the preset's first: its config (seed = first seed) and seed count."""
     base = av.AveragingExperimentConfig(
         **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(av.AveragingExperimentConfig)}
     )
+    out = {f"{cfg.optim.name} {cfg.optim.lr:g}": (base, cfg.n_seeds)}
+    for lr in cfg.sweep_lrs:
+        optim = dataclasses.replace(cfg.optim, lr=lr)
+        c = dataclasses.replace(base, optim=optim)
+        out.setdefault(f"{optim.name} {lr:g}", (c, cfg.sweep_seeds))
+    return out
+
+
+def failure_notes(rows: list[dict], failed: list[dict], success: float) -> list[str]:
+    """Per setting with failed runs: their SEP sink scores and relMSE, in words."""
+    notes = []
+    for name in dict.fromkeys(r["setting"] for r in rows):
+        rs = [r for r in failed if r["setting"] == name]
+        if rs:
+            n = sum(r["setting"] == name for r in rows)
+            sinks = ", ".join(f"{r['sep_sink']:.3f}" for r in rs)
+            errors = ", ".join(f"{r['rel_mse']:.3f}" for r in rs)
+            notes.append(
+                f"{name}: {len(rs)} of {n} seeds failed (relMSE > {success}); SEP sink scores "
+                f"{sinks} at relMSE {errors}"
+            )
+    return notes
+
+
+def run(cfg: EmergenceConfig, ctx: RunContext) -> dict[str, Any]:
+    ev = av.eval_batch(cfg.data, cfg.seed, 1024)
     rows, models = [], {}
-    for i in range(cfg.n_seeds):
-        seed = cfg.seed + i
-        c = dataclasses.replace(base, seed=seed)
-        result = av.train_averaging(c, ctx.out_dir / "runs" / f"seed_{seed}", ctx.resume)
-        models[seed] = result.model()
-        rows.append({"seed": seed, **av.ctr_metrics(models[seed], ev)})
-    ok = [r for r in rows if r["rel_mse"] <= cfg.success_rel_mse]
-    failed = [r for r in rows if r["rel_mse"] > cfg.success_rel_mse]
+    for i, (setting, (c, n)) in enumerate(settings(cfg).items()):
+        for seed in range(cfg.seed, cfg.seed + n):
+            run_dir = ctx.out_dir / "runs" / (f"seed_{seed}" if i == 0 else f"lr_{i}_seed_{seed}")
+            model = av.train_averaging(
+                dataclasses.replace(c, seed=seed), run_dir, ctx.resume
+            ).model()
+            rows.append({"setting": setting, "seed": seed, **av.ctr_metrics(model, ev)})
+            if i == 0:
+                models[seed] = model
+    main_rows = [r for r in rows if r["setting"] == rows[0]["setting"]]
+    ok = [r for r in main_rows if r["rel_mse"] <= cfg.success_rel_mse]
+    failed = [r for r in rows if r["rel_mse"] > cfg.success_rel_mse]  # main and sweep
 
     def worst(rs, key, fn):
         return fn(r[key] for r in rs) if rs else None
 
+    rates = [
+        {
+            "setting": name,
+            "seeds": len(rs),
+            "successful": sum(r["rel_mse"] <= cfg.success_rel_mse for r in rs),
+            "median relMSE": float(np.median([r["rel_mse"] for r in rs])),
+            "max SEP sink": max(r["sep_sink"] for r in rs),
+        }
+        for name in dict.fromkeys(r["setting"] for r in rows)
+        for rs in [[r for r in rows if r["setting"] == name]]
+    ]
     claims = [
         check("successful_seeds", len(ok), ">=", 1, "≤ 4 of 10 runs find it"),
         check("success_min_sep_sink", worst(ok, "sep_sink", min), ">=", 0.5, "SEP catches"),
@@ -86,18 +140,25 @@ def run(cfg: EmergenceConfig, ctx: RunContext) -> dict[str, Any]:
             "no sink, no success",
         ),
     ]
-    best = min(rows, key=lambda r: r["rel_mse"])["seed"]
-    figures = make_figures(ctx, cfg, rows, models[best], ev, best)
+    notes = failure_notes(rows, failed, cfg.success_rel_mse)
+    best = min(main_rows, key=lambda r: r["rel_mse"])["seed"]
+    figures = make_figures(ctx, cfg, rows, models[best], ev, best, rates)
     return {
         "claims": claims,
         "per_seed": rows,
         "n_successful": len(ok),
-        "tables": {"Per seed (eval batch of 1024)": rows},
+        "n_failed_runs_tested": len(failed),
+        "notes": notes,
+        "success_rate_vs_lr": rates,
+        "tables": {
+            "Success rate vs learning rate": rates,
+            "Per seed (eval batch of 1024)": rows,
+        },
         "figures": figures,
     }
 
 
-def make_figures(ctx, cfg, rows, model, ev, seed) -> list[str]:
+def make_figures(ctx, cfg, rows, model, ev, seed, rates) -> list[str]:
     plt = plotting.plt
     files: list[str] = []
     out = model(ev.features[:1], capture=Capture(attention=True))
@@ -115,18 +176,24 @@ def make_figures(ctx, cfg, rows, model, ev, seed) -> list[str]:
     fig.tight_layout()
     files += ctx.save_figure(fig, "attention_best_seed")
 
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
-    rel = [max(r["rel_mse"], 1e-8) for r in rows]
-    for ax, key, title in (
-        (axes[0], "sep_sink", "layer-1 SEP sink score"),
-        (axes[1], "bos_sink_before_sep", "layer-1 BOS sink, queries before SEP"),
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    for name in dict.fromkeys(r["setting"] for r in rows):
+        rs = [r for r in rows if r["setting"] == name]
+        rel = [max(r["rel_mse"], 1e-8) for r in rs]
+        for ax, key in ((axes[0], "sep_sink"), (axes[1], "bos_sink_before_sep")):
+            ax.scatter([r[key] for r in rs], rel, label=name, s=14)
+    for ax, title in (
+        (axes[0], "layer-1 SEP sink score"),
+        (axes[1], "layer-1 BOS sink, queries before SEP"),
     ):
-        ax.scatter([r[key] for r in rows], rel)
-        for r, y in zip(rows, rel, strict=True):
-            ax.annotate(str(r["seed"]), (r[key], y), fontsize=6)
         ax.set_yscale("log")
         ax.axhline(cfg.success_rel_mse, color="gray", ls="--", lw=0.8)
         ax.set(xlabel=title, ylabel="relMSE")
+    axes[0].legend(frameon=False, fontsize=7)
+    axes[2].bar([r["setting"] for r in rates], [r["successful"] / r["seeds"] for r in rates])
+    axes[2].set(
+        ylabel="share of seeds solved", ylim=(0, 1.05), title="success rate vs learning rate"
+    )
     fig.tight_layout()
     files += ctx.save_figure(fig, "sink_vs_rel_mse")
     return files

@@ -125,12 +125,36 @@ def test_ctr_emergence_short_run_reports_every_seed(tmp_path):
     from sinks_jax.cli import RunContext
 
     cfg = ce.EmergenceConfig(
-        n_seeds=2, train=TrainConfig(steps=50, eval_every=50, checkpoint_every=50, progress=False)
+        n_seeds=2,
+        sweep_lrs=(1e-4,),
+        sweep_seeds=1,
+        train=TrainConfig(steps=50, eval_every=50, checkpoint_every=50, progress=False),
     )
     out = ce.run(cfg, RunContext(tmp_path, "test", False, False))
-    assert [r["seed"] for r in out["per_seed"]] == [0, 1]
-    assert {c.name for c in out["claims"]} >= {"successful_seeds", "success_min_sep_sink"}
+    assert [(r["setting"], r["seed"]) for r in out["per_seed"]] == [
+        ("adam 0.003", 0),
+        ("adam 0.003", 1),
+        ("adam 0.0001", 0),
+    ]
+    assert [r["seeds"] for r in out["success_rate_vs_lr"]] == [2, 1]
+    # 50 steps solve nothing: every run, the sweep's included, is a failed run to test
+    assert out["n_failed_runs_tested"] == 3
+    assert out["notes"][0].startswith("adam 0.003: 2 of 2 seeds failed")
+    assert {c.name for c in out["claims"]} >= {"successful_seeds", "failed_max_sep_sink"}
     assert (tmp_path / "attention_best_seed.png").exists()
+
+
+def test_ctr_emergence_sweep_is_set_from_the_command_line():
+    from experiments import ctr_emergence as ce
+    from sinks_jax.config import apply_overrides
+
+    cfg = apply_overrides(ce.PRESETS["quick"], ["sweep_lrs=[0.001, 0.003]", "sweep_seeds=2"])
+    # a swept rate equal to the main one is not trained twice
+    assert list(ce.settings(cfg)) == ["adam 0.003", "adam 0.001"]
+    swept, n_seeds = ce.settings(cfg)["adam 0.001"]
+    assert (swept.optim.name, swept.optim.lr, n_seeds) == ("adam", 0.001, 2)
+    with pytest.raises(ConfigError, match="sweep_lrs"):
+        apply_overrides(ce.PRESETS["quick"], ["sweep_lrs=[-1.0]"])
 
 
 def test_anti_sink_penalty_adds_the_largest_column_mean():

@@ -227,3 +227,151 @@ def ctr_metrics(model: nnx.Module, batch: AveragingBatch) -> dict[str, float]:
         "pre_sep_tag_energy": float(energy(before)),
         "retrieval_mass": float((a2[:, -1] * after).sum(1).mean()),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Trigger-at-query averaging (for sink-free attention; Guo et al. 2024's active/dormant pattern
+# on a regression task). A new task beside the plain one: nothing above depends on it.
+
+
+@dataclasses.dataclass(frozen=True)
+class TriggerQueryConfig:
+    """Trigger-at-query averaging: with probability `trigger_prob` one position p in
+    [p_min, p_max] (default 2..T) carries the trigger (the SEP indicator, no content) instead of a
+    content token. The target at the trigger is the mean of the content tokens before it
+    (positions 1..p−1); every other target is 0, and every position is supervised. Without a
+    trigger, p is still drawn: it is the query position at which relMSE is measured, so a model
+    that cannot tell whether its query is the trigger scores the trigger-blind optimum
+    1 − trigger_prob (0.5 by default; `trigger_blind_baseline`)."""
+
+    seq_len: int = 24  # T: positions 0..T, so T + 1 tokens
+    d_x: int = 8
+    p_min: int = 2
+    p_max: int = 0  # 0 = T
+    trigger_prob: float = 0.5
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        require(self.seq_len >= 2, "task.seq_len", self.seq_len, "an integer >= 2")
+        require(self.d_x >= 1, "task.d_x", self.d_x, "an integer >= 1")
+        require(
+            2 <= self.p_min <= self.query_max,
+            "task.p_min",
+            self.p_min,
+            f"in [2, p_max={self.query_max}] (a trigger needs content before it)",
+        )
+        require(
+            self.query_max <= self.seq_len,
+            "task.p_max",
+            self.p_max,
+            f"<= seq_len = {self.seq_len} (0 means seq_len)",
+        )
+        require(0.0 < self.trigger_prob < 1.0, "task.trigger_prob", self.trigger_prob, "in (0, 1)")
+        require(self.batch_size >= 1, "task.batch_size", self.batch_size, "an integer >= 1")
+
+    @property
+    def query_max(self) -> int:
+        return self.p_max or self.seq_len
+
+    @property
+    def n_features(self) -> int:
+        return self.d_x + 4
+
+
+@struct.dataclass
+class TriggerQueryBatch:
+    features: jax.Array  # [B, T+1, d_x+4], the trigger in the SEP slot
+    targets: jax.Array  # [B, T+1, d_x]: the preceding content mean at the trigger, else 0
+    target_mask: jax.Array  # [B, T+1] float, all ones (every position supervised)
+    query: jax.Array  # [B] int, the query position p (the trigger's position when present)
+    has_trigger: jax.Array  # [B] bool
+
+
+def preceding_content_mean(features_BxNxF: jax.Array, d_x: int) -> jax.Array:
+    """m[b, t] = mean of the content vectors at positions s < t (0 where there are none)."""
+    content_BxN = features_BxNxF[..., d_x + CONTENT]
+    x_BxNxX = features_BxNxF[..., :d_x] * content_BxN[..., None]
+    sums = jnp.cumsum(x_BxNxX, axis=1) - x_BxNxX
+    counts = jnp.cumsum(content_BxN, axis=1) - content_BxN
+    return sums / jnp.maximum(counts, 1.0)[..., None]
+
+
+def sample_trigger_query(
+    cfg: TriggerQueryConfig, key: jax.Array, batch_size: int | None = None
+) -> TriggerQueryBatch:
+    """A batch of trigger-at-query sequences (pure function of `key`)."""
+    b = batch_size or cfg.batch_size
+    n = cfg.seq_len + 1
+    k_x, k_p, k_has = jax.random.split(key, 3)
+    x_BxNxX = jax.random.normal(k_x, (b, n, cfg.d_x))
+    query_B = jax.random.randint(k_p, (b,), cfg.p_min, cfg.query_max + 1)
+    has_B = jax.random.bernoulli(k_has, cfg.trigger_prob, (b,))
+    pos_N = jnp.arange(n)
+    is_bos = jnp.broadcast_to(pos_N == 0, (b, n))
+    is_trigger = (pos_N[None] == query_B[:, None]) & has_B[:, None]
+    is_content = ~is_bos & ~is_trigger
+    x_BxNxX = jnp.where(is_content[..., None], x_BxNxX, 0.0)
+    indicators = jnp.stack(
+        [is_bos, is_trigger, is_content, jnp.zeros_like(is_bos)], axis=-1
+    ).astype(jnp.float32)
+    features = jnp.concatenate([x_BxNxX, indicators], axis=-1)
+    targets = jnp.where(is_trigger[..., None], preceding_content_mean(features, cfg.d_x), 0.0)
+    chex.assert_shape(features, (b, n, cfg.n_features))
+    return TriggerQueryBatch(features, targets, jnp.ones((b, n), jnp.float32), query_B, has_B)
+
+
+def trigger_batch_for_step(cfg: TriggerQueryConfig, seed: int, step: int) -> TriggerQueryBatch:
+    """Training batch of `step`: a pure function of (seed, step), so resumes replay it."""
+    return sample_trigger_query(cfg, jax.random.fold_in(jax.random.key(seed), step))
+
+
+def trigger_eval_batch(cfg: TriggerQueryConfig, seed: int, batch_size: int = 512):
+    return sample_trigger_query(
+        cfg, jax.random.fold_in(jax.random.key(seed + 1), 2**31 - 1), batch_size
+    )
+
+
+def at_query(x_BxNx: jax.Array, query_B: jax.Array) -> jax.Array:
+    """x[b, query[b]]."""
+    return jnp.take_along_axis(x_BxNx, query_B[:, None, None], axis=1)[:, 0]
+
+
+def query_rel_mse(model: nnx.Module, batch: TriggerQueryBatch) -> float:
+    """relMSE at the query positions (the trigger when present, a content token otherwise)."""
+    pred = at_query(model(batch.features).logits, batch.query)
+    return float(rel_mse(pred, at_query(batch.targets, batch.query)))
+
+
+def masked_rel_mse(model: nnx.Module, batch: Any) -> float:
+    """Σ_masked ‖y − y*‖² / Σ_masked ‖y*‖² over every supervised position (dense tasks)."""
+    pred = model(batch.features).logits
+    err = (((pred - batch.targets) ** 2).sum(-1) * batch.target_mask).sum()
+    return float(err / ((batch.targets**2).sum(-1) * batch.target_mask).sum())
+
+
+def blind_rel_mse(target_MxX: jax.Array, signal_MxX: jax.Array) -> float:
+    """min_c relMSE(c·m, y) = 1 − ⟨y, m⟩² / (‖y‖² ‖m‖²): the best a predictor does that knows the
+    quantity m to be averaged but not whether it is asked for it (it is trigger-blind)."""
+    ym = (target_MxX * signal_MxX).sum()
+    return float(1.0 - ym**2 / ((target_MxX**2).sum() * (signal_MxX**2).sum()))
+
+
+def trigger_blind_baseline(batch: TriggerQueryBatch, d_x: int) -> float:
+    """Trigger-blind relMSE at the query positions (→ 1 − trigger_prob with many samples)."""
+    m = at_query(preceding_content_mean(batch.features, d_x), batch.query)
+    return blind_rel_mse(at_query(batch.targets, batch.query), m)
+
+
+def running_content_mean(features_BxNxF: jax.Array, d_x: int) -> jax.Array:
+    """m[b, t] = mean of the content vectors at positions s ≤ t (0 where there are none)."""
+    content_BxN = features_BxNxF[..., d_x + CONTENT]
+    sums = jnp.cumsum(features_BxNxF[..., :d_x] * content_BxN[..., None], axis=1)
+    return sums / jnp.maximum(jnp.cumsum(content_BxN, axis=1), 1.0)[..., None]
+
+
+def dense_blind_baseline(batch: AveragingBatch, d_x: int) -> float:
+    """Trigger-blind relMSE of the dense running-mean variant (`conditional`, `running_mean`)
+    over its supervised positions: c × the running content mean, whatever the trigger."""
+    mask = batch.target_mask > 0
+    m = running_content_mean(batch.features, d_x)[mask]
+    return blind_rel_mse(batch.targets[mask], m)

@@ -114,6 +114,6 @@ def test_two_domain_short_run_reports_each_marker(tmp_path):
     )
     out = td.run(cfg, RunContext(tmp_path, "test", False, False))
     assert set(out["per_marker"]) == set(td.MARKERS)
-    assert len(out["claims"]) == 5 * len(td.MARKERS)
+    assert len(out["claims"]) == 8 * len(td.MARKERS)
     for marker in td.MARKERS:
         assert (tmp_path / f"head_maps_{marker}.png").exists()

@@ -87,6 +87,8 @@ def summarise(out_root: Path, modules: list[str], status: dict[str, str]) -> str
             metrics = json.loads(path.read_text())
             claims = metrics.get("claims", [])
             passed = f"{sum(c['passed'] for c in claims)}/{len(claims)}"
+            if n_undefined := sum("undefined" in c for c in claims):
+                passed += f" ({n_undefined} undefined)"
             wall = f"{metrics.get('wall_time_s', 0):.0f}"
         lines.append(f"| {name} | {status[m]} | {passed} | {wall} |")
     return "\n".join(lines)

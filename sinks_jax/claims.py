@@ -1,4 +1,9 @@
-"""Named, checkable claims: `{name, paper_value, measured, threshold, passed}` in metrics.json."""
+"""Named, checkable claims: `{name, paper_value, measured, threshold, passed}` in metrics.json.
+
+A claim whose precondition does not hold (`check_if`) is *undefined*: it keeps its measurement,
+gets `passed: false` (so a count of passed claims stays a plain sum) and an `undefined` field with
+the reason, and is shown as UNDEFINED rather than FAIL in claims tables. Claims made with `check`
+are unchanged (no `undefined` field in metrics.json)."""
 
 from __future__ import annotations
 
@@ -27,6 +32,14 @@ class Claim:
     measured: Any
     threshold: str  # e.g. ">= 0.8"
     passed: bool
+    undefined: str | None = None  # why the claim cannot be tested (then passed is False)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The claim for metrics.json; `undefined` only when set."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if self.undefined is None:
+            del d["undefined"]
+        return d
 
 
 def check(name: str, measured: Any, op: str, bound: Any, paper_value: Any = None) -> Claim:
@@ -41,12 +54,45 @@ def check(name: str, measured: Any, op: str, bound: Any, paper_value: Any = None
     return Claim(name, paper_value, measured, threshold, passed)
 
 
+def check_if(
+    precondition: bool,
+    reason: str,
+    name: str,
+    measured: Any,
+    op: str,
+    bound: Any,
+    paper_value: Any = None,
+) -> Claim:
+    """`check(name, measured, op, bound, paper_value)` when `precondition` holds; otherwise the
+    claim is undefined (not failed): its measurement is kept, `passed` is False and `undefined`
+    says why (`reason`), e.g. a ratio whose denominator model has no clear sink."""
+    claim = check(name, measured, op, bound, paper_value)
+    if precondition:
+        return claim
+    return dataclasses.replace(claim, passed=False, undefined=reason)
+
+
+def status(claim: Claim) -> str:
+    """PASS, FAIL or UNDEFINED."""
+    if claim.undefined is not None:
+        return "UNDEFINED"
+    return "PASS" if claim.passed else "FAIL"
+
+
+def counts(claims: list[Claim]) -> dict[str, int]:
+    """How many claims passed, failed and were undefined (passed + failed + undefined = all)."""
+    kinds = [status(c) for c in claims]
+    return {k.lower(): kinds.count(k) for k in ("PASS", "FAIL", "UNDEFINED")}
+
+
 def to_jsonable(x: Any) -> Any:
     """numpy / jax scalars and arrays to plain Python (NaN/inf become None in JSON)."""
     if isinstance(x, dict):
         return {str(k): to_jsonable(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
         return [to_jsonable(v) for v in x]
+    if isinstance(x, Claim):
+        return to_jsonable(x.as_dict())
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
         return to_jsonable(dataclasses.asdict(x))
     if hasattr(x, "__array__") and not isinstance(x, str | bytes):
@@ -87,7 +133,7 @@ def format_table(claims: list[Claim], markdown: bool = False) -> str:
             "paper": c.paper_value,
             "measured": c.measured,
             "threshold": c.threshold,
-            "ok": "PASS" if c.passed else "FAIL",
+            "ok": status(c),
         }
         for c in claims
     ]

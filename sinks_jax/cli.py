@@ -206,10 +206,11 @@ def _run(exp: Experiment, args: argparse.Namespace, argv: list[str] | None) -> i
         claims = payload.pop("claims", [])
         write_results(exp, args.preset, cfg, out, wall, claims, payload)
         run_dir.write_mark(out, {**mark, "status": "complete", "wall_time_s": wall})
-    n_pass = sum(c.passed for c in claims)
+    n = claims_lib.counts(claims)
+    undefined = f" ({n['undefined']} undefined)" if n["undefined"] else ""
     print(
-        f"\n{exp.name} [{args.preset}]: {n_pass}/{len(claims)} claims passed in {wall:.1f} s; "
-        f"results in {out}/"
+        f"\n{exp.name} [{args.preset}]: {n['pass']}/{len(claims)} claims passed{undefined} in "
+        f"{wall:.1f} s; results in {out}/"
     )
     return 0
 

@@ -20,8 +20,11 @@ Packing strategies (Barbero et al. 2025 §5; Gu et al. 2025, Fig. 1):
 1. `bos_per_doc_causal`: [BOS doc BOS doc …] back to back, cut into windows at random offsets,
    plain causal attention across documents (BOS tokens appear mid-window);
 2. `bos_per_doc_masked`: as 1, attention restricted to the same document (segment mask),
-   positions restarting at each BOS (and at the window start), the next document's BOS not
-   predicted;
+   positions restarting at each BOS, the next document's BOS not predicted. A window cut inside a
+   document gets BOS prepended to that leading fragment (the window's last token is dropped), so
+   every segment starts with BOS at position 0, the premise of Barbero et al. §5 ("BOS always
+   first"); the fragment is a document's tail, not its start, so its first token is not a
+   target (BOS → a mid-document token is not a document start);
 3. `bos_window_start`: [doc EOS doc EOS …] cut at random offsets, BOS prepended to each window;
 4. `no_bos`: as 3 without BOS;
 5. `one_doc_per_row`: BOS + one document from its start + EOS, padding masked out of the loss.
@@ -603,6 +606,18 @@ def _windows(stream: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
     return stream[starts[:, None] + np.arange(length)[None, :]].astype(np.int64)
 
 
+def _bos_before_fragment(toks_NxL: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows that start inside a document get BOS prepended (and lose their last token), so
+    that no segment of a `bos_per_doc_masked` window lacks its BOS; also which rows those are."""
+    fragment_N = toks_NxL[:, 0] != BOS
+    out = toks_NxL.copy()
+    out[fragment_N] = np.concatenate(
+        [np.full((int(fragment_N.sum()), 1), BOS, toks_NxL.dtype), toks_NxL[fragment_N, :-1]],
+        axis=1,
+    )
+    return out, fragment_N
+
+
 def pack_rows(store: TokenStore, packing: str, split: str, rng, n: int, seq_len: int) -> Batch:
     """`n` rows of `seq_len` inputs (and next-token targets) under `packing` (module docstring of
     `PACKINGS`). Segment ids count documents within a row from 1 (0 = padding)."""
@@ -623,6 +638,8 @@ def pack_rows(store: TokenStore, packing: str, split: str, rng, n: int, seq_len:
         toks = _windows(stream, starts, take)
         if packing == "bos_window_start":
             toks = np.concatenate([np.full((n, 1), BOS), toks], axis=1)
+        if packing == "bos_per_doc_masked":
+            toks, fragment_N = _bos_before_fragment(toks)
         if separator == "bos":  # a new segment at every BOS; a leading partial document is 1
             segs = np.cumsum(toks == BOS, axis=1) + (toks[:, :1] != BOS)
             if packing == "bos_per_doc_masked":  # positions count from each segment's start
@@ -640,6 +657,7 @@ def pack_rows(store: TokenStore, packing: str, split: str, rng, n: int, seq_len:
     seg_in, seg_out = segs[:, :-1], segs[:, 1:]
     if packing == "bos_per_doc_masked":
         loss_mask = (seg_in == seg_out).astype(np.float32)  # don't predict the next document's BOS
+        loss_mask[fragment_N, 0] = 0.0  # nor a fragment's first token from its prepended BOS
     if packing == "one_doc_per_row":
         loss_mask = (seg_out > 0).astype(np.float32)
     masked = packing in ("bos_per_doc_masked", "one_doc_per_row")

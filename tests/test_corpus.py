@@ -131,8 +131,9 @@ def test_bos_per_doc_masked_restarts_segments_and_positions_at_bos(tmp_path):
     assert (pos[x == BOS] == 0).all() and pos[:, 0].max() == 0 and pos.max() < x.shape[1]
     same = ~new_doc
     np.testing.assert_array_equal(np.diff(pos, axis=1)[same], 1)
-    # The next document's BOS is never a target.
-    np.testing.assert_array_equal(b.loss_mask == 0, b.targets == BOS)
+    # The next document's BOS is never a target (column 0 may also be a fragment's first token
+    # after its prepended BOS, which is not a target either: tests/test_packing.py).
+    np.testing.assert_array_equal((b.loss_mask == 0)[:, 1:], (b.targets == BOS)[:, 1:])
 
 
 def test_window_packings_place_bos_only_at_the_start(tmp_path):

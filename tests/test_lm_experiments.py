@@ -159,7 +159,7 @@ def test_packing_sweep_evaluates_every_strategy_in_every_format(tmp_path):
     assert [r["training packing"] for r in out["losses"]] == list(corpus.PACKINGS)
     for row in out["losses"]:
         assert all(np.isfinite(row[f]) for f in corpus.INFERENCE_FORMATS)
-    assert len(out["claims"]) == 6
+    assert len(out["claims"]) == 7
     spread = out["perturbation_spread"]
     # Changing a token never changes earlier positions (causality), so the curves start after it.
     assert np.asarray(spread["curve_with_bos"]).shape[1] == cfg.data.seq_len - 1 - 1 - (

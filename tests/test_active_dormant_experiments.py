@@ -97,7 +97,7 @@ def test_residual_peak_short_run_writes_every_output(tmp_path):
         ablation_steps=50,
     )
     out = rp.run(cfg, RunContext(tmp_path, "test", False, False))
-    assert len(out["claims"]) == 11
+    assert len(out["claims"]) == 13
     assert set(out["layer0_gap_at_ablation_steps"]) == {"1 layer", "3 layers", *rp.ABLATIONS}
     res = out["time_series"]["layer0_res_first"]
     assert res[-1] > res[0]  # Adam pushes the layer-0 BOS residual up from the start

@@ -35,7 +35,7 @@ position); otherwise the claim is recorded as undefined, not failed. Outputs
 (results/packing_sweep/<preset>/): metrics.json, `loss_table.png`, `sink_locations.png`,
 `perturbation_spread.png`.
 
-    python -m experiments.packing_sweep --preset quick   # CPU, about 11 minutes
+    python -m experiments.packing_sweep --preset quick   # CPU, about 8 minutes
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ PRESETS = {
 NOTES = {
     "quick": "synthetic BB documents of 16–80 tokens (256–320 for the long-document no_bos model), "
     "d 64, 2 layers × 4 heads, context 64, 2048 tokens/step, 6 models × 1500 steps "
-    "(about 11 minutes on 2 cores)",
+    "(about 8 minutes on 2 cores)",
     "text": "built-in Python docs, 4 layers, context 128, 2048 tokens/step, 6 models × 3000 steps "
     "(≈ 30 min on 2 cores, estimated from lm_sinks text's 12 steps/s)",
     "paper": "GPU: the lm_sinks paper model, one per packing plus a long-document no_bos model "

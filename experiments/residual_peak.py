@@ -32,7 +32,7 @@ import numpy as np
 from flax import nnx
 
 from sinks_jax import analysis, plotting
-from sinks_jax.bb_runs import THREE_LAYER, BBRun
+from sinks_jax.bb_runs import THREE_LAYER, BBRun, train_bb
 from sinks_jax.claims import check, check_if
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import (
@@ -40,9 +40,7 @@ from sinks_jax.config import (
     TrainConfig,
     require,
 )
-from sinks_jax.data import batch_for_step, eval_batch, make_task
-from sinks_jax.model import GPT, Capture, ModelOutput
-from sinks_jax.train import train
+from sinks_jax.model import Capture, ModelOutput
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,24 +163,11 @@ def layer0_summary(model: nnx.Module, tokens_BxT: jax.Array) -> dict[str, dict[s
 
 def train_run(cfg: ExperimentConfig, out_dir: Path | None, resume: Any = False) -> BBRun:
     """`bb_runs.train_bb` with the layer-0 decomposition in every eval row."""
-    task = make_task(cfg.data, cfg.seed)
-    evalset = analysis.BBEvalSet.build(
-        task, eval_batch(task, cfg.seed, cfg.data.eval_batch_size, cfg.data.seq_len)
-    )
 
-    def eval_fn(model: nnx.Module, step: int) -> dict[str, Any]:
-        parts = layer0_summary(model, evalset.batch.inputs)
-        return {**analysis.analyse(model, evalset), "layer0_parts": parts}
+    def parts(model: nnx.Module, evalset: analysis.BBEvalSet) -> dict[str, Any]:
+        return {"layer0_parts": layer0_summary(model, evalset.batch.inputs)}
 
-    result = train(
-        cfg,
-        lambda rngs: GPT(cfg.model, rngs=rngs),
-        lambda step: batch_for_step(task, cfg.seed, step, cfg.data.batch_size, cfg.data.seq_len),
-        out_dir=out_dir,
-        resume=resume,
-        eval_fn=eval_fn,
-    )
-    return BBRun(cfg, task, evalset, result)
+    return train_bb(cfg, out_dir, resume, extra_eval=parts)
 
 
 def part_series(run: BBRun, part: str, key: str) -> list[float]:

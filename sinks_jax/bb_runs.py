@@ -5,6 +5,7 @@ that train several BB models (residual peaks, optimizer mitigations, ablations).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,18 +62,29 @@ class BBRun:
         return self.series(key, layer, head)[-1]
 
 
-def train_bb(cfg: ExperimentConfig, out_dir: Path | None, resume: bool = False) -> BBRun:
-    """Train `GPT(cfg.model)` on the BB task of `cfg.data`; evaluate with `analysis.analyse`."""
+def train_bb(
+    cfg: ExperimentConfig,
+    out_dir: Path | None,
+    resume: bool = False,
+    extra_eval: Callable[[nnx.Module, analysis.BBEvalSet], dict[str, Any]] | None = None,
+) -> BBRun:
+    """Train `GPT(cfg.model)` on the BB task of `cfg.data`; evaluate with `analysis.analyse`,
+    plus `extra_eval(model, evalset)`'s entries in every eval row when given."""
     task = make_task(cfg.data, cfg.seed)
     evalset = analysis.BBEvalSet.build(
         task, eval_batch(task, cfg.seed, cfg.data.eval_batch_size, cfg.data.seq_len)
     )
+
+    def eval_fn(model: nnx.Module, step: int) -> dict[str, Any]:
+        extra = extra_eval(model, evalset) if extra_eval is not None else {}
+        return {**analysis.analyse(model, evalset), **extra}
+
     result = train(
         cfg,
         lambda rngs: GPT(cfg.model, rngs=rngs),
         lambda step: batch_for_step(task, cfg.seed, step, cfg.data.batch_size, cfg.data.seq_len),
         out_dir=out_dir,
         resume=resume,
-        eval_fn=lambda model, step: analysis.analyse(model, evalset),
+        eval_fn=eval_fn,
     )
     return BBRun(cfg, task, evalset, result)

@@ -59,8 +59,8 @@ class MitigationConfig(ExperimentConfig):
 PRESETS = {
     "quick": MitigationConfig(
         **THREE_LAYER["quick"],
-        # 2000 steps rather than residual_peak's 3000, so that three 3-layer runs fit the CPU
-        # budget (the Adam peak is already ×1.5 at 1500 steps).
+        # 2000 steps, so that three 3-layer runs fit the CPU budget (the Adam peak is already
+        # ×1.5 at 1500 steps).
         train=TrainConfig(steps=2000, eval_every=250, checkpoint_every=500),
     ),
     "paper": MitigationConfig(

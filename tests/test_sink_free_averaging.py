@@ -98,3 +98,32 @@ def test_trigger_sink_scores_and_claims_on_an_untrained_model():
         "trigger_relu_bos_sink_non_trigger": True,
     }
     assert sf.solved_step([{"step": 0, "rel_mse": 1.0}, {"step": 50, "rel_mse": 0.005}], 0.01) == 50
+
+
+def test_short_run_reports_every_task_and_variant(tmp_path):
+    from experiments import sink_free_averaging as sf
+    from sinks_jax.cli import RunContext
+    from sinks_jax.config import TrainConfig
+
+    cfg = sf.SinkFreeConfig(
+        dense_variants=("relu",),
+        train=TrainConfig(steps=10, eval_every=10, checkpoint_every=10, progress=False),
+    )
+    out = sf.run(cfg, RunContext(tmp_path, "test", False, False))
+    assert [(r["task"], r["attention"]) for r in out["results"]] == [
+        *[("averaging", v) for v in sf.VARIANTS],
+        *[("trigger", v) for v in sf.VARIANTS],
+        ("dense", "relu"),
+    ]
+    trig = out["results"][4]
+    assert trig["trigger_blind_baseline"] == 0.5 and trig["final_rel_mse_all_positions"] > 0
+    assert (tmp_path / "sink_free_averaging.png").exists()
+
+
+def test_an_empty_dense_variant_list_is_refused_before_training():
+    from experiments import sink_free_averaging as sf
+
+    with pytest.raises(ConfigError, match="dense_variants"):
+        sf.SinkFreeConfig(dense_variants=())
+    with pytest.raises(ConfigError, match="trigger_prob"):
+        sf.SinkFreeConfig(trigger_prob=1.5)

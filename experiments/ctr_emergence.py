@@ -28,7 +28,7 @@ import numpy as np
 
 from sinks_jax import averaging as av
 from sinks_jax import plotting
-from sinks_jax.claims import check
+from sinks_jax.claims import check, check_if
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import TrainConfig, require
 from sinks_jax.model import Capture
@@ -96,7 +96,11 @@ def run(cfg: EmergenceConfig, ctx: RunContext) -> dict[str, Any]:
     rows, models = [], {}
     for i, (setting, (c, n)) in enumerate(settings(cfg).items()):
         for seed in range(cfg.seed, cfg.seed + n):
-            run_dir = ctx.out_dir / "runs" / (f"seed_{seed}" if i == 0 else f"lr_{i}_seed_{seed}")
+            run_dir = (
+                ctx.out_dir
+                / "runs"
+                / (f"seed_{seed}" if i == 0 else f"lr_{c.optim.lr:g}_seed_{seed}")
+            )
             model = av.train_averaging(
                 dataclasses.replace(c, seed=seed), run_dir, ctx.resume
             ).model()
@@ -132,7 +136,9 @@ def run(cfg: EmergenceConfig, ctx: RunContext) -> dict[str, Any]:
             0.95,
             "release",
         ),
-        check(
+        check_if(
+            bool(failed),
+            "no failed run to test (every seed of every learning rate solved the task)",
             "failed_max_sep_sink",
             worst(failed, "sep_sink", max),
             "<",

@@ -48,7 +48,7 @@ import numpy as np
 
 from experiments import lm_sinks
 from sinks_jax import corpus, lm, plotting
-from sinks_jax.claims import check, check_if
+from sinks_jax.claims import check, check_if, ratio
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import TrainConfig, require
 from sinks_jax.data import Batch
@@ -275,10 +275,6 @@ def first_position_row(
     }
 
 
-def _ratio(a: float, b: float) -> float | None:
-    return a / b if b > 0 else None
-
-
 def run(cfg: PackingSweepConfig, ctx: RunContext) -> dict[str, Any]:
     configs = {p: run_config(cfg, p) for p in cfg.packings}  # all validated before training
     long_cfg = long_doc_config(cfg)
@@ -331,7 +327,7 @@ def run(cfg: PackingSweepConfig, ctx: RunContext) -> dict[str, Any]:
                 f"no clear sink with BOS (max first-position score "
                 f"{rate[p]['max score, bos_doc_start']:.3f} < {CLEAR_SINK})",
                 f"{p}: first-position sink rate without / with BOS",
-                _ratio(rate[p]["doc_start_no_bos"], rate[p]["bos_doc_start"]),
+                ratio(rate[p]["doc_start_no_bos"], rate[p]["bos_doc_start"]),
                 "<=",
                 0.5,
                 "the sink goes with BOS",
@@ -351,7 +347,7 @@ def run(cfg: PackingSweepConfig, ctx: RunContext) -> dict[str, Any]:
                 not unclear,
                 reason,
                 f"{label} / BOS-trained models' rate",
-                _ratio(comparison[key], comparison[f"{key}_reference"]),
+                ratio(comparison[key], comparison[f"{key}_reference"]),
                 ">=",
                 0.5,
                 "a first-position sink forms whatever token stands there",
@@ -361,7 +357,7 @@ def run(cfg: PackingSweepConfig, ctx: RunContext) -> dict[str, Any]:
     claims.append(
         check(
             "perturbation spread at the last layer, with / without BOS",
-            _ratio(spread["last_layer_with_bos"], spread["last_layer_without_bos"]),
+            ratio(spread["last_layer_with_bos"], spread["last_layer_without_bos"]),
             "<",
             1.0,
             "with BOS the perturbation spreads less (Gemma 7B figure)",
@@ -460,8 +456,8 @@ def no_bos_comparison(cfg, configs, models, store, long_run) -> dict[str, Any]:
     eos_free_rate = rows[3]["first-position sink rate"]
     long_docs_rate = rows[4]["first-position sink rate"]
     for r in rows:
-        r["rate / BOS-trained rate"] = _ratio(r["first-position sink rate"], reference)
-    rows[3]["rate / BOS-trained rate"] = _ratio(eos_free_rate, reference_eos_free)
+        r["rate / BOS-trained rate"] = ratio(r["first-position sink rate"], reference)
+    rows[3]["rate / BOS-trained rate"] = ratio(eos_free_rate, reference_eos_free)
     rows.insert(
         2,
         {

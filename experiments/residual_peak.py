@@ -33,7 +33,7 @@ from flax import nnx
 
 from sinks_jax import analysis, plotting
 from sinks_jax.bb_runs import THREE_LAYER, BBRun, train_bb
-from sinks_jax.claims import check, check_if
+from sinks_jax.claims import check, check_if, ratio
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import (
     ExperimentConfig,
@@ -215,11 +215,6 @@ def growth(run: BBRun, cfg: ResidualPeakConfig) -> dict[str, float]:
     a, b = layer0_gap_at(run, t0), layer0_gap_at(run, t1)
     row[f"gap@{t0}"], row[f"gap@{t1}"], row["gap_change"] = a, b, b - a
     return row
-
-
-def ratio(a: float, b: float) -> float:
-    """a / b; NaN when b <= 0 (a growth ratio needs the reference to grow)."""
-    return a / b if b > 0 else float("nan")
 
 
 def run(cfg: ResidualPeakConfig, ctx: RunContext) -> dict[str, Any]:

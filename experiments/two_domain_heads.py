@@ -43,7 +43,7 @@ import numpy as np
 from flax import nnx
 
 from sinks_jax import analysis, metrics, plotting
-from sinks_jax.claims import Claim, check
+from sinks_jax.claims import Claim, check, ratio
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import (
     DataConfig,
@@ -312,10 +312,6 @@ def head_stats(final: dict[str, Any], layer: int, head: int) -> dict[str, float]
     }
 
 
-def _ratio(x: float, ref: float) -> float:
-    return x / ref if ref > 0 else float("nan")
-
-
 def dormancy_claims(marker: str, stats: dict[str, float], bos_claim: str) -> list[Claim]:
     """BOS attention of the active head on domain B (all queries and B's trigger characters),
     absolute (> 0.9) or relative to its own sink on A's non-trigger queries (≥ 0.9 ×)."""
@@ -343,7 +339,7 @@ def dormancy_claims(marker: str, stats: dict[str, float], bos_claim: str) -> lis
             claims.append(
                 check(
                     f"{marker}_head_bos_attn_domain_b{suffix}_over_domain_a_non_trigger",
-                    _ratio(stats[key], ref),
+                    ratio(stats[key], ref),
                     ">=",
                     DORMANT_BOS,
                     paper,
@@ -464,7 +460,7 @@ def run(cfg: TwoDomainConfig, ctx: RunContext) -> dict[str, Any]:
         per_marker[marker] = {
             "head": [layer, head],
             **stats,
-            "bos_b_over_a_non_trigger": _ratio(stats["bos_b"], stats["bos_a_non_trigger"]),
+            "bos_b_over_a_non_trigger": ratio(stats["bos_b"], stats["bos_a_non_trigger"]),
             "forced_bos_delta_ce_domain_a": d_a,
             "forced_bos_delta_ce_domain_b": d_b,
             "attention_targets": {
@@ -534,7 +530,7 @@ def marker_tables(
             "step": e["step"],
             "B BOS": e["attn_b"][layer]["bos_all"][head],
             "A non-trigger BOS": e["attn_a"][layer]["bos_non_trigger_chars"][head],
-            "ratio B / A": _ratio(
+            "ratio B / A": ratio(
                 e["attn_b"][layer]["bos_all"][head],
                 e["attn_a"][layer]["bos_non_trigger_chars"][head],
             ),

@@ -85,6 +85,11 @@ def counts(claims: list[Claim]) -> dict[str, int]:
     return {k.lower(): kinds.count(k) for k in ("PASS", "FAIL", "UNDEFINED")}
 
 
+def ratio(a: float, b: float) -> float:
+    """a / b, NaN when b <= 0 (a ratio to a reference that is absent fails its claim; JSON null)."""
+    return a / b if b > 0 else float("nan")
+
+
 def to_jsonable(x: Any) -> Any:
     """numpy / jax scalars and arrays to plain Python (NaN/inf become None in JSON)."""
     if isinstance(x, dict):

@@ -1,13 +1,20 @@
 """Attention variants and masks.
 
-A variant turns per-head queries and keys into attention logits and weights. To add one (e.g.
-softmax-off-by-one, sigmoid, a learned sink logit, QK-norm), subclass `AttentionVariant`, override
-`logits` and/or `weights` (it is an `nnx.Module`, so it may own parameters), and decorate it with
-`@register_attention("name")`; `ModelConfig(attention="name")` then selects it.
+A variant turns per-head queries, keys and values into attention logits and weights:
+
+    k, v = variant.keys_values(k, v)            # may append virtual keys (e.g. a learned sink)
+    logits = variant.logits(q, k, positions)    # [B,H,T,S], S = T + variant.n_virtual
+    weights = variant.weights(logits, mask)     # [B,H,T,S]
+
+To add one (softmax-off-by-one, ALiBi, a learned sink key/value, QK-norm...), subclass
+`AttentionVariant`, override what differs (it is an `nnx.Module`, so it may own parameters), and
+decorate it with `@register_attention("name")`; `ModelConfig(attention="name")` selects it. Virtual
+keys come *after* the T real keys, so key 0 stays the first token; they are visible to every query.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import jax
@@ -28,14 +35,26 @@ def register_attention(name: str) -> Callable[[type], type]:
 
 
 class AttentionVariant(nnx.Module):
-    """Scaled dot-product logits; subclasses choose how logits become weights."""
+    """Scaled dot-product logits over the real keys; subclasses choose how logits become weights
+    and may add position biases (`logits`) or virtual keys (`keys_values`, `n_virtual`)."""
+
+    n_virtual: int = 0  # keys appended after the real ones by `keys_values`
 
     def __init__(self, n_heads: int, d_head: int, *, rngs: nnx.Rngs):
         self.n_heads = n_heads
         self.d_head = d_head
 
-    def logits(self, q_BxTxHxK: jax.Array, k_BxSxHxK: jax.Array) -> jax.Array:
+    def keys_values(
+        self, k_BxTxHxK: jax.Array, v_BxTxHxK: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        """Keys and values the queries attend over, [B,S,H,K] each (default: the real ones)."""
+        return k_BxTxHxK, v_BxTxHxK
+
+    def logits(
+        self, q_BxTxHxK: jax.Array, k_BxSxHxK: jax.Array, positions_BxT: jax.Array
+    ) -> jax.Array:
         """score[b, h, t, s] = q_t · k_s / sqrt(d_head), in float32 (float64 if the inputs are)."""
+        del positions_BxT  # content-only scores; see `AlibiAttention` for a position bias
         dtype = jnp.promote_types(q_BxTxHxK.dtype, jnp.float32)
         q, k = q_BxTxHxK.astype(dtype), k_BxSxHxK.astype(dtype)
         return jnp.einsum("bthk,bshk->bhts", q, k) / jnp.sqrt(jnp.asarray(self.d_head, dtype))
@@ -44,13 +63,17 @@ class AttentionVariant(nnx.Module):
         raise NotImplementedError
 
 
+def _softmax(logits_BxHxTxS: jax.Array, mask_BxTxS: jax.Array) -> jax.Array:
+    masked = jnp.where(mask_BxTxS[:, None], logits_BxHxTxS, MASK_VALUE)
+    return jax.nn.softmax(masked, axis=-1)
+
+
 @register_attention("softmax")
 class SoftmaxAttention(AttentionVariant):
     """A = softmax(score + mask), rows sum to 1 (Vaswani et al. 2017)."""
 
     def weights(self, logits_BxHxTxS, mask_BxTxS):
-        masked = jnp.where(mask_BxTxS[:, None], logits_BxHxTxS, MASK_VALUE)
-        return jax.nn.softmax(masked, axis=-1)
+        return _softmax(logits_BxHxTxS, mask_BxTxS)
 
 
 @register_attention("relu")
@@ -77,6 +100,53 @@ class SigmoidAttention(AttentionVariant):
         return jnp.where(mask_BxTxS[:, None], jax.nn.sigmoid(logits_BxHxTxS + bias), 0.0)
 
 
+@register_attention("softmax1")
+class OffByOneSoftmaxAttention(AttentionVariant):
+    """Softmax with an implicit zero logit ("softmax-off-by-one", Miller 2023):
+    A[i, j] = exp(s_ij) / (1 + Σ_k exp(s_ik)); a row can sum to almost 0 without a sink key."""
+
+    def weights(self, logits_BxHxTxS, mask_BxTxS):
+        masked = jnp.where(mask_BxTxS[:, None], logits_BxHxTxS, MASK_VALUE)
+        top = jnp.maximum(jax.lax.stop_gradient(masked.max(-1, keepdims=True)), 0.0)
+        exp = jnp.exp(masked - top)
+        return exp / (jnp.exp(-top) + exp.sum(-1, keepdims=True))
+
+
+@register_attention("alibi")
+class AlibiAttention(SoftmaxAttention):
+    """Softmax with ALiBi biases (Press et al. 2022): score − m_h (t − s), head slopes
+    m_h = 2^(−8 (h + 1) / H). Use with `positions='none'`."""
+
+    def logits(self, q_BxTxHxK, k_BxSxHxK, positions_BxT):
+        scores = super().logits(q_BxTxHxK, k_BxSxHxK, positions_BxT)
+        slopes_H = 2.0 ** (-8.0 * (jnp.arange(self.n_heads) + 1) / self.n_heads)
+        pos = positions_BxT.astype(scores.dtype)
+        distance_BxTxS = pos[:, :, None] - pos[:, None, :]
+        return scores - slopes_H[None, :, None, None] * distance_BxTxS[:, None]
+
+
+@register_attention("sink_kv")
+class LearnedSinkAttention(SoftmaxAttention):
+    """Softmax over the real keys plus one learned key/value per head that every query sees
+    (a "sink token" in the weights, cf. the gpt-oss attention sinks / Sun et al. 2024)."""
+
+    n_virtual = 1
+
+    def __init__(self, n_heads: int, d_head: int, *, rngs: nnx.Rngs):
+        super().__init__(n_heads, d_head, rngs=rngs)
+        init = nnx.initializers.normal(1.0 / math.sqrt(d_head))
+        self.sink_key = nnx.Param(init(rngs.params(), (n_heads, d_head)))
+        self.sink_value = nnx.Param(jnp.zeros((n_heads, d_head)))
+
+    def keys_values(self, k_BxTxHxK, v_BxTxHxK):
+        b = k_BxTxHxK.shape[0]
+        k_sink = jnp.broadcast_to(self.sink_key[...], (b, 1, self.n_heads, self.d_head))
+        v_sink = jnp.broadcast_to(self.sink_value[...], (b, 1, self.n_heads, self.d_head))
+        k = jnp.concatenate([k_BxTxHxK, k_sink.astype(k_BxTxHxK.dtype)], axis=1)
+        v = jnp.concatenate([v_BxTxHxK, v_sink.astype(v_BxTxHxK.dtype)], axis=1)
+        return k, v
+
+
 # ---------------------------------------------------------------------------------------------
 # Masks (True = key visible to query)
 
@@ -96,3 +166,11 @@ def document_mask(segment_ids_BxT: jax.Array) -> jax.Array:
     same = segment_ids_BxT[:, :, None] == segment_ids_BxT[:, None, :]
     not_pad = (segment_ids_BxT[:, None, :] != 0) | jnp.eye(seq_len, dtype=bool)[None]
     return causal_mask(seq_len) & same & not_pad
+
+
+def with_virtual_keys(mask_BxTxT: jax.Array, n_virtual: int) -> jax.Array:
+    """[B, T, T + n_virtual]: virtual keys (appended after the real ones) are visible to all."""
+    if not n_virtual:
+        return mask_BxTxT
+    b, t, _ = mask_BxTxT.shape
+    return jnp.concatenate([mask_BxTxT, jnp.ones((b, t, n_virtual), bool)], axis=-1)

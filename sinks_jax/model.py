@@ -1,70 +1,205 @@
-"""Decoder-only GPT in Flax NNX, with typed observables and interventions as call options.
+"""Decoder-only transformers in Flax NNX, with typed observables and interventions as call options.
 
 `GPT(cfg, rngs=...)(tokens_BxT)` returns `ModelOutput(logits, layers=None)`. Pass
-`capture=Capture.all()` (or a subset) to also get, per layer, a `LayerObservables` pytree: attention
-logits/weights [B,H,T,T], per-head values after W_o [B,H,T,D], per-head outputs, the attention and
-MLP block outputs and the residual stream after the block. Flags are static Python values, so a
-forward pass that captures nothing traces exactly the same program as one without the feature.
+`capture=Capture.all()` (or a subset, optionally of some `layers`) to also get, per layer, a
+`LayerObservables` pytree: attention logits/weights [B,H,T,S], per-head values after W_o [B,H,S,D],
+per-head outputs, the attention and MLP block outputs and the residual stream after the block.
+Flags are static Python values, so a forward pass that captures nothing traces exactly the same
+program as one without the feature.
 
-Interventions (Guo et al. 2024, §3.2) are options of the same call: zero a layer's attention or MLP
-output, or force a head's attention onto BOS ("move attention to BOS").
+Interventions are options of the same call: a tuple of static `Edit`s, each changing one named
+site (`SITES`) of some layers. Ready-made: zero a layer's attention or MLP output, force a head's
+attention onto BOS ("move attention to BOS", Guo et al. 2024 §3.2), zero a head, scale values.
+`GPT` (tokens) and `VectorTransformer` (continuous features) share one `DecoderTrunk`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import ClassVar
 
 import chex
 import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from sinks_jax.attention import ATTENTION_VARIANTS, causal_mask, document_mask
+from sinks_jax.attention import ATTENTION_VARIANTS, causal_mask, document_mask, with_virtual_keys
 from sinks_jax.config import ModelConfig
 
 # ---------------------------------------------------------------------------------------------
-# What to return and what to change
+# What to return
 
 
 @dataclasses.dataclass(frozen=True)
 class Capture:
-    """Which intermediates the forward pass returns (cf. gemma's sow config)."""
+    """Which intermediates the forward pass returns (cf. gemma's sow config); `layers` selects
+    the layers to capture (None = all; the others come back as empty `LayerObservables`)."""
 
     attention: bool = False  # attention logits and weights
     values: bool = False  # per-head value vectors after W_o
     head_outputs: bool = False  # per-head attention outputs (sum over keys of A * W_o v)
     blocks: bool = False  # attention-block and MLP outputs
     residual: bool = False  # residual stream after each block (before the final LN)
+    layers: tuple[int, ...] | None = None
 
     @classmethod
-    def all(cls) -> Capture:
-        return cls(True, True, True, True, True)
+    def all(cls, layers: tuple[int, ...] | None = None) -> Capture:
+        return cls(True, True, True, True, True, layers)
 
     @property
     def any(self) -> bool:
-        return any(dataclasses.astuple(self))
+        return any((self.attention, self.values, self.head_outputs, self.blocks, self.residual))
+
+    def at(self, layer: int) -> Capture:
+        """What to capture at `layer` (nothing when it is not selected)."""
+        if self.layers is None or layer in self.layers:
+            return self
+        return Capture()
+
+
+# ---------------------------------------------------------------------------------------------
+# What to change: edits at named sites
+
+SITES = {
+    "attn_logits": "[B,H,T,S] scaled scores before the mask",
+    "attn_weights": "[B,H,T,S] attention weights",
+    "head_values": "[B,S,H,K] value vectors of each head (before W_o)",
+    "head_outputs": "[B,T,H,K] each head's weighted sum of values (before W_o)",
+    "attn_out": "[B,T,D] attention block output (after W_o)",
+    "mlp_out": "[B,T,D] MLP block output",
+    "residual": "[B,T,D] residual stream after the block",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Edit:
+    """A static change of one site (`SITES`) in some layers. Subclass it, set `site`, implement
+    `__call__(x, layer)`; keep fields hashable (tuples) — or declare `eq=False` to hold arrays,
+    e.g. activations to patch in (the edit is then a compile-time constant of its forward pass)."""
+
+    site: ClassVar[str] = ""
+    layers: tuple[int, ...] = ()
+
+    def applies(self, layer: int) -> bool:
+        return layer in self.layers
+
+    def __call__(self, x: jax.Array, layer: int) -> jax.Array:
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class ZeroAttention(Edit):
+    """Remove the attention block's output of `layers`."""
+
+    site: ClassVar[str] = "attn_out"
+
+    def __call__(self, x, layer):
+        return jnp.zeros_like(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class ZeroMLP(Edit):
+    """Remove the MLP's output of `layers`."""
+
+    site: ClassVar[str] = "mlp_out"
+
+    def __call__(self, x, layer):
+        return jnp.zeros_like(x)
+
+
+def _head_edit(heads: tuple[tuple[int, int], ...], layer: int, n_heads: int) -> jax.Array:
+    selected = [h for (l, h) in heads if l == layer]
+    return jnp.isin(jnp.arange(n_heads), jnp.asarray(selected, dtype=jnp.int32))
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionToBOS(Edit):
+    """Guo et al. 2024 §3.2: move these (layer, head) pairs' attention entirely onto BOS."""
+
+    site: ClassVar[str] = "attn_weights"
+    heads: tuple[tuple[int, int], ...] = ()
+
+    def applies(self, layer):
+        return any(l == layer for l, _ in self.heads)
+
+    def __call__(self, x_BxHxTxS, layer):
+        forced = jnp.zeros_like(x_BxHxTxS).at[..., 0].set(1.0)
+        is_forced_H = _head_edit(self.heads, layer, x_BxHxTxS.shape[1])
+        return jnp.where(is_forced_H[None, :, None, None], forced, x_BxHxTxS)
+
+
+@dataclasses.dataclass(frozen=True)
+class ZeroHeads(Edit):
+    """Ablate (layer, head) pairs: their output (before W_o) is zero."""
+
+    site: ClassVar[str] = "head_outputs"
+    heads: tuple[tuple[int, int], ...] = ()
+
+    def applies(self, layer):
+        return any(l == layer for l, _ in self.heads)
+
+    def __call__(self, x_BxTxHxK, layer):
+        is_zeroed_H = _head_edit(self.heads, layer, x_BxTxHxK.shape[2])
+        return jnp.where(is_zeroed_H[None, None, :, None], 0.0, x_BxTxHxK)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaleValues(Edit):
+    """Multiply the value vectors of keys at `positions` by `factor` in every head of `layers`
+    (e.g. factor 0 at position 0 removes what BOS writes; cf. Guo et al.'s value drain)."""
+
+    site: ClassVar[str] = "head_values"
+    positions: tuple[int, ...] = (0,)
+    factor: float = 0.0
+
+    def __call__(self, v_BxSxHxK, layer):
+        at_S = jnp.isin(jnp.arange(v_BxSxHxK.shape[1]), jnp.asarray(self.positions))
+        return jnp.where(at_S[None, :, None, None], self.factor * v_BxSxHxK, v_BxSxHxK)
 
 
 @dataclasses.dataclass(frozen=True)
 class Interventions:
-    """Static changes to the forward pass; layers and heads are 0-indexed."""
+    """Static changes to the forward pass; layers and heads are 0-indexed. The three fields are
+    shorthands for the ready-made edits; `edits` takes any others, applied after them."""
 
     zero_attention: tuple[int, ...] = ()
     zero_mlp: tuple[int, ...] = ()
     attention_to_bos: tuple[tuple[int, int], ...] = ()  # (layer, head) pairs
+    edits: tuple[Edit, ...] = ()
 
-    def bos_heads(self, layer: int) -> tuple[int, ...]:
-        return tuple(h for (l, h) in self.attention_to_bos if l == layer)
+    def all_edits(self) -> tuple[Edit, ...]:
+        ready: list[Edit] = []
+        if self.zero_attention:
+            ready.append(ZeroAttention(self.zero_attention))
+        if self.zero_mlp:
+            ready.append(ZeroMLP(self.zero_mlp))
+        if self.attention_to_bos:
+            ready.append(AttentionToBOS(heads=self.attention_to_bos))
+        return (*ready, *self.edits)
+
+    def edits_at(self, site: str, layer: int) -> tuple[Edit, ...]:
+        return tuple(e for e in self.all_edits() if e.site == site and e.applies(layer))
+
+    def apply(self, site: str, layer: int, x: jax.Array) -> jax.Array:
+        """`x` after every edit of `site` at `layer` (in order)."""
+        for edit in self.edits_at(site, layer):
+            x = edit(x, layer)
+        return x
+
+    def __post_init__(self) -> None:
+        for edit in self.edits:
+            if edit.site not in SITES:
+                raise ValueError(f"{type(edit).__name__}.site={edit.site!r}: one of {list(SITES)}")
 
 
 @struct.dataclass
 class LayerObservables:
     """Per-layer intermediates; a field is None when its `Capture` flag is off."""
 
-    attn_logits: jax.Array | None = None  # [B,H,T,T] raw scaled scores (mask not applied)
-    attn_weights: jax.Array | None = None  # [B,H,T,T]
-    head_values: jax.Array | None = None  # [B,H,T,D] W_o v_k per head
+    attn_logits: jax.Array | None = None  # [B,H,T,S] raw scaled scores (mask not applied)
+    attn_weights: jax.Array | None = None  # [B,H,T,S]
+    head_values: jax.Array | None = None  # [B,H,S,D] W_o v_k per head
     head_outputs: jax.Array | None = None  # [B,H,T,D]
     attn_out: jax.Array | None = None  # [B,T,D] (zeros if the layer has no attention)
     mlp_out: jax.Array | None = None  # [B,T,D] (zeros if the layer has no MLP)
@@ -150,10 +285,17 @@ class MultiHeadAttention(nnx.Module):
         self.variant = ATTENTION_VARIANTS[cfg.attention](h, k, rngs=rngs)
 
     def __call__(
-        self, x_BxTxD, mask_BxTxT, positions_BxT, capture: Capture, bos_heads: tuple[int, ...]
+        self,
+        x_BxTxD,
+        mask_BxTxT,
+        positions_BxT,
+        capture: Capture,
+        interventions: Interventions,
+        layer: int,
     ) -> tuple[jax.Array, LayerObservables]:
         cfg = self.cfg
         b, t, _ = x_BxTxD.shape
+        edit = lambda site, x: interventions.apply(site, layer, x)  # noqa: E731
         split = lambda y: y.reshape(b, t, cfg.n_heads, cfg.d_head)  # noqa: E731
         q_BxTxHxK = split(self.query(x_BxTxD))
         k_BxTxHxK = split(self.key(x_BxTxD))
@@ -161,30 +303,34 @@ class MultiHeadAttention(nnx.Module):
         if cfg.positions == "rope":
             q_BxTxHxK = apply_rope(q_BxTxHxK, positions_BxT, cfg.rope_base)
             k_BxTxHxK = apply_rope(k_BxTxHxK, positions_BxT, cfg.rope_base)
+        k_BxSxHxK, v_BxSxHxK = self.variant.keys_values(k_BxTxHxK, v_BxTxHxK)
+        v_BxSxHxK = edit("head_values", v_BxSxHxK)
+        mask_BxTxS = with_virtual_keys(mask_BxTxT, self.variant.n_virtual)
 
-        logits_BxHxTxT = self.variant.logits(q_BxTxHxK, k_BxTxHxK)
-        att_BxHxTxT = self.variant.weights(logits_BxHxTxT, mask_BxTxT)
-        if bos_heads:  # Guo et al.: move this head's attention entirely onto BOS
-            forced = jnp.zeros_like(att_BxHxTxT).at[..., 0].set(1.0)
-            is_forced = jnp.isin(jnp.arange(cfg.n_heads), jnp.asarray(bos_heads))
-            att_BxHxTxT = jnp.where(is_forced[None, :, None, None], forced, att_BxHxTxT)
+        logits_BxHxTxS = edit(
+            "attn_logits", self.variant.logits(q_BxTxHxK, k_BxSxHxK, positions_BxT)
+        )
+        att_BxHxTxS = edit("attn_weights", self.variant.weights(logits_BxHxTxS, mask_BxTxS))
 
-        v_dtype = jnp.promote_types(v_BxTxHxK.dtype, jnp.float32)
-        ctx_BxTxHxK = jnp.einsum("bhts,bshk->bthk", att_BxHxTxT, v_BxTxHxK.astype(v_dtype))
+        v_dtype = jnp.promote_types(v_BxSxHxK.dtype, jnp.float32)
+        ctx_BxTxHxK = jnp.einsum("bhts,bshk->bthk", att_BxHxTxS, v_BxSxHxK.astype(v_dtype))
+        ctx_BxTxHxK = edit("head_outputs", ctx_BxTxHxK)
         out_BxTxD = self.out(ctx_BxTxHxK.reshape(b, t, -1).astype(x_BxTxD.dtype))
 
         obs = LayerObservables()
         if capture.attention:
-            obs = obs.replace(attn_logits=logits_BxHxTxT, attn_weights=att_BxHxTxT)
+            obs = obs.replace(attn_logits=logits_BxHxTxS, attn_weights=att_BxHxTxS)
         if capture.values or capture.head_outputs:
             w_o_HxKxD = self.out.kernel[...].reshape(cfg.n_heads, cfg.d_head, cfg.d_model)
-            vo_BxHxTxD = jnp.einsum("bthk,hkd->bhtd", v_BxTxHxK, w_o_HxKxD)
+            vo_BxHxSxD = jnp.einsum("bshk,hkd->bhsd", v_BxSxHxK, w_o_HxKxD)
             if capture.values:
-                obs = obs.replace(head_values=vo_BxHxTxD)
-            if capture.head_outputs:
-                obs = obs.replace(
-                    head_outputs=jnp.einsum("bhts,bhsd->bhtd", att_BxHxTxT, vo_BxHxTxD)
-                )
+                obs = obs.replace(head_values=vo_BxHxSxD)
+            if capture.head_outputs and interventions.edits_at("head_outputs", layer):
+                ho_BxHxTxD = jnp.einsum("bthk,hkd->bhtd", ctx_BxTxHxK, w_o_HxKxD)  # edited
+                obs = obs.replace(head_outputs=ho_BxHxTxD)
+            elif capture.head_outputs:
+                ho_BxHxTxD = jnp.einsum("bhts,bhsd->bhtd", att_BxHxTxS, vo_BxHxSxD)
+                obs = obs.replace(head_outputs=ho_BxHxTxD)
         return out_BxTxD, obs
 
 
@@ -215,26 +361,26 @@ class Block(nnx.Module):
         self, x_BxTxD, mask_BxTxT, positions_BxT, capture: Capture, interventions: Interventions
     ) -> tuple[jax.Array, LayerObservables]:
         pre, post = self.cfg.norm == "pre", self.cfg.norm == "post"
+        layer = self.layer
         obs = LayerObservables()
         attn_out = jnp.zeros_like(x_BxTxD)
         if self.attn is not None:
             attn_in = self.ln_attn(x_BxTxD) if pre else x_BxTxD
             attn_out, obs = self.attn(
-                attn_in, mask_BxTxT, positions_BxT, capture, interventions.bos_heads(self.layer)
+                attn_in, mask_BxTxT, positions_BxT, capture, interventions, layer
             )
-            if self.layer in interventions.zero_attention:
-                attn_out = jnp.zeros_like(attn_out)
+            attn_out = interventions.apply("attn_out", layer, attn_out)
             x_BxTxD = x_BxTxD + attn_out
             if post:
                 x_BxTxD = self.ln_attn(x_BxTxD)
         mlp_out = jnp.zeros_like(x_BxTxD)
         if self.mlp is not None:
             mlp_out = self.mlp(self.ln_mlp(x_BxTxD) if pre else x_BxTxD)
-            if self.layer in interventions.zero_mlp:
-                mlp_out = jnp.zeros_like(mlp_out)
+            mlp_out = interventions.apply("mlp_out", layer, mlp_out)
             x_BxTxD = x_BxTxD + mlp_out
             if post:
                 x_BxTxD = self.ln_mlp(x_BxTxD)
+        x_BxTxD = interventions.apply("residual", layer, x_BxTxD)
         if capture.blocks:
             obs = obs.replace(attn_out=attn_out, mlp_out=mlp_out)
         if capture.residual:
@@ -242,7 +388,51 @@ class Block(nnx.Module):
         return x_BxTxD, obs
 
 
-class GPT(nnx.Module):
+class DecoderTrunk(nnx.Module):
+    """What every model here shares: positions added to the input embedding, the block loop, the
+    final norm and the packaging of observables. Subclasses embed their inputs and read out; the
+    trunk's parameters live on the subclass (`blocks`, `ln_final`), so checkpoints keep their
+    paths. A layer scan or remat would go in `run_trunk`."""
+
+    cfg: ModelConfig
+    pos_embed: nnx.Embed | None = None
+
+    def init_trunk(self, cfg: ModelConfig, rngs: nnx.Rngs) -> None:
+        self.blocks = nnx.List([Block(cfg, i, rngs=rngs) for i in range(cfg.n_layers)])
+        self.ln_final = _layer_norm(cfg, rngs) if cfg.final_norm else None
+
+    def run_trunk(
+        self,
+        x_BxTxD: jax.Array,
+        positions_BxT: jax.Array,
+        mask_BxTxT: jax.Array,
+        capture: Capture,
+        interventions: Interventions,
+    ) -> tuple[jax.Array, tuple[LayerObservables, ...], jax.Array]:
+        """(final hidden state after the final norm, per-layer observables, embeddings)."""
+        if self.cfg.positions == "learned":
+            x_BxTxD = x_BxTxD + self.pos_embed(positions_BxT)
+        elif self.cfg.positions == "sinusoidal":
+            x_BxTxD = x_BxTxD + sinusoidal_positions(positions_BxT, self.cfg.d_model)
+        embeddings_BxTxD = x_BxTxD
+        layers = []
+        for i, block in enumerate(self.blocks):
+            x_BxTxD, obs = block(x_BxTxD, mask_BxTxT, positions_BxT, capture.at(i), interventions)
+            layers.append(obs)
+        if self.ln_final is not None:
+            x_BxTxD = self.ln_final(x_BxTxD)
+        return x_BxTxD, tuple(layers), embeddings_BxTxD
+
+    @staticmethod
+    def output(out, layers, embeddings, capture: Capture) -> ModelOutput:
+        if not capture.any:
+            return ModelOutput(logits=out)
+        return ModelOutput(
+            logits=out, layers=layers, embeddings=embeddings if capture.residual else None
+        )
+
+
+class GPT(DecoderTrunk):
     """Decoder-only transformer (pre-LN by default; post-LN with `norm='post'`, none with
     `norm='none'`)."""
 
@@ -250,8 +440,7 @@ class GPT(nnx.Module):
         self.cfg = cfg
         self.token_embed = _embed(cfg, cfg.vocab_size, rngs)
         self.pos_embed = _embed(cfg, cfg.max_len, rngs) if cfg.positions == "learned" else None
-        self.blocks = nnx.List([Block(cfg, i, rngs=rngs) for i in range(cfg.n_layers)])
-        self.ln_final = _layer_norm(cfg, rngs) if cfg.final_norm else None
+        self.init_trunk(cfg, rngs)
         self.head = None if cfg.tie_embeddings else _dense(cfg, cfg.d_model, cfg.vocab_size, rngs)
 
     def __call__(
@@ -285,34 +474,19 @@ class GPT(nnx.Module):
         else:
             chex.assert_shape(token_embeddings_BxTxD, (b, t, self.cfg.d_model))
             x_BxTxD = token_embeddings_BxTxD
-        if self.cfg.positions == "learned":
-            x_BxTxD = x_BxTxD + self.pos_embed(positions_BxT)
-        elif self.cfg.positions == "sinusoidal":
-            x_BxTxD = x_BxTxD + sinusoidal_positions(positions_BxT, self.cfg.d_model)
-        embeddings = x_BxTxD
-
-        layers = []
-        for block in self.blocks:
-            x_BxTxD, obs = block(x_BxTxD, mask_BxTxT, positions_BxT, capture, interventions)
-            layers.append(obs)
-        if self.ln_final is not None:
-            x_BxTxD = self.ln_final(x_BxTxD)
+        x_BxTxD, layers, embeddings = self.run_trunk(
+            x_BxTxD, positions_BxT, mask_BxTxT, capture, interventions
+        )
         if self.head is None:
             logits_BxTxV = self.token_embed.attend(x_BxTxD)
         else:
             logits_BxTxV = self.head(x_BxTxD)
         chex.assert_shape(logits_BxTxV, (b, t, self.cfg.vocab_size))
-        if not capture.any:
-            return ModelOutput(logits=logits_BxTxV)
-        return ModelOutput(
-            logits=logits_BxTxV,
-            layers=tuple(layers),
-            embeddings=embeddings if capture.residual else None,
-        )
+        return self.output(logits_BxTxV, layers, embeddings, capture)
 
 
-class VectorTransformer(nnx.Module):
-    """The same blocks on continuous inputs: features [B,T,F] → linear embedding → blocks →
+class VectorTransformer(DecoderTrunk):
+    """The same trunk on continuous inputs: features [B,T,F] → linear embedding → blocks →
     linear readout [B,T,d_out] (for regression tasks such as catch-tag-release averaging).
     `cfg.vocab_size`, `tie_embeddings` and learned positions are not used; positions may be
     `sinusoidal`, `rope` or `none`."""
@@ -322,8 +496,7 @@ class VectorTransformer(nnx.Module):
             raise ValueError("VectorTransformer: use positions 'none', 'sinusoidal' or 'rope'")
         self.cfg = cfg
         self.embed = _dense(cfg, n_features, cfg.d_model, rngs)
-        self.blocks = nnx.List([Block(cfg, i, rngs=rngs) for i in range(cfg.n_layers)])
-        self.ln_final = _layer_norm(cfg, rngs) if cfg.final_norm else None
+        self.init_trunk(cfg, rngs)
         self.readout = _dense(cfg, cfg.d_model, d_out, rngs)
 
     def __call__(
@@ -337,21 +510,7 @@ class VectorTransformer(nnx.Module):
         b, t, _ = features_BxTxF.shape
         positions_BxT = jnp.broadcast_to(jnp.arange(t), (b, t))
         mask_BxTxT = jnp.broadcast_to(causal_mask(t), (b, t, t))
-        x_BxTxD = self.embed(features_BxTxF)
-        if self.cfg.positions == "sinusoidal":
-            x_BxTxD = x_BxTxD + sinusoidal_positions(positions_BxT, self.cfg.d_model)
-        embeddings = x_BxTxD
-        layers = []
-        for block in self.blocks:
-            x_BxTxD, obs = block(x_BxTxD, mask_BxTxT, positions_BxT, capture, interventions)
-            layers.append(obs)
-        if self.ln_final is not None:
-            x_BxTxD = self.ln_final(x_BxTxD)
-        out_BxTxO = self.readout(x_BxTxD)
-        if not capture.any:
-            return ModelOutput(logits=out_BxTxO)
-        return ModelOutput(
-            logits=out_BxTxO,
-            layers=tuple(layers),
-            embeddings=embeddings if capture.residual else None,
+        x_BxTxD, layers, embeddings = self.run_trunk(
+            self.embed(features_BxTxF), positions_BxT, mask_BxTxT, capture, interventions
         )
+        return self.output(self.readout(x_BxTxD), layers, embeddings, capture)

@@ -28,6 +28,9 @@ def test_document_mask_blocks_other_documents_and_padding():
     assert m[4].tolist() == [False, False, False, False, True]  # padding sees only itself
 
 
+POS = jnp.broadcast_to(jnp.arange(6), (2, 6))
+
+
 def _logits(key, b=2, h=3, t=6):
     q = jax.random.normal(key, (b, t, h, 4))
     k = jax.random.normal(jax.random.fold_in(key, 1), (b, t, h, 4))
@@ -38,7 +41,7 @@ def test_softmax_rows_sum_to_one_and_respect_mask():
     variant = SoftmaxAttention(3, 4, rngs=None)
     q, k = _logits(jax.random.key(0))
     mask = jnp.broadcast_to(causal_mask(6), (2, 6, 6))
-    att = np.asarray(variant.weights(variant.logits(q, k), mask))
+    att = np.asarray(variant.weights(variant.logits(q, k, POS), mask))
     np.testing.assert_allclose(att.sum(-1), 1.0, atol=1e-6)
     assert np.abs(np.triu(att, 1)).max() == 0.0
 
@@ -48,7 +51,7 @@ def test_relu_rows_follow_the_visible_key_rule():
     variant = ReluAttention(3, 4, rngs=None)
     q, k = _logits(jax.random.key(1))
     mask = jnp.broadcast_to(causal_mask(6), (2, 6, 6))
-    logits = variant.logits(q, k)
+    logits = variant.logits(q, k, POS)
     att = np.asarray(variant.weights(logits, mask))
     expected = np.maximum(np.asarray(logits), 0) * np.tril(np.ones((6, 6)))
     expected = expected / (np.arange(6) + 1)[:, None]
@@ -63,7 +66,7 @@ def test_sigmoid_follows_the_length_bias_rule():
     variant = SigmoidAttention(3, 4, rngs=None)
     q, k = _logits(jax.random.key(2))
     mask = jnp.broadcast_to(causal_mask(6), (2, 6, 6))
-    logits = np.asarray(variant.logits(q, k))
+    logits = np.asarray(variant.logits(q, k, POS))
     att = np.asarray(variant.weights(jnp.asarray(logits), mask))
     expected = 1 / (1 + np.exp(-(logits - np.log(np.arange(6) + 1)[:, None])))
     np.testing.assert_allclose(att, expected * np.tril(np.ones((6, 6))), rtol=1e-5, atol=1e-7)

@@ -1,0 +1,156 @@
+"""Extension points: attention variants that use positions or add virtual keys, edits at named
+sites (no edit of model.py), and capturing selected layers."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from sinks_jax.attention import (
+    AlibiAttention,
+    OffByOneSoftmaxAttention,
+    causal_mask,
+)
+from sinks_jax.config import ModelConfig
+from sinks_jax.model import (
+    GPT,
+    SITES,
+    AttentionToBOS,
+    Capture,
+    Edit,
+    Interventions,
+    ScaleValues,
+    ZeroHeads,
+)
+
+CFG = ModelConfig(vocab_size=11, max_len=8, d_model=16, n_layers=2, n_heads=2, d_mlp=32)
+TOKENS = jax.random.randint(jax.random.key(0), (2, 8), 0, 11)
+MASK = jnp.broadcast_to(causal_mask(5), (1, 5, 5))
+POS = jnp.arange(5)[None]
+
+
+def test_off_by_one_softmax_matches_an_explicit_zero_logit():
+    """softmax1(s)_j = exp(s_j) / (1 + Σ exp(s_k)): a softmax over [s, 0] without its last
+    column (exact up to float32 rounding, rtol 1e-6)."""
+    logits = jax.random.normal(jax.random.key(1), (1, 2, 5, 5)) * 4.0
+    att = OffByOneSoftmaxAttention(2, 4, rngs=None).weights(logits, MASK)
+    padded = jnp.concatenate(
+        [jnp.where(MASK[:, None], logits, -jnp.inf), jnp.zeros((1, 2, 5, 1))], -1
+    )
+    expected = jax.nn.softmax(padded, axis=-1)[..., :5]
+    np.testing.assert_allclose(att, expected, rtol=1e-6, atol=1e-7)
+    assert float(att.sum(-1).max()) < 1.0  # the implicit key always takes some mass
+
+
+def test_alibi_subtracts_the_head_slope_times_the_distance():
+    q = jax.random.normal(jax.random.key(2), (1, 5, 2, 4))
+    k = jax.random.normal(jax.random.key(3), (1, 5, 2, 4))
+    variant = AlibiAttention(2, 4, rngs=None)
+    plain = np.einsum("bthk,bshk->bhts", q, k) / 2.0
+    slopes = np.array([2.0**-4, 2.0**-8])
+    distance = np.arange(5)[:, None] - np.arange(5)[None, :]
+    expected = plain - slopes[None, :, None, None] * distance
+    np.testing.assert_allclose(variant.logits(q, k, POS), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_learned_sink_key_is_a_virtual_key_after_the_real_ones():
+    cfg = dataclasses.replace(CFG, attention="sink_kv")
+    model = GPT(cfg, rngs=nnx.Rngs(0))
+    out = model(TOKENS, capture=Capture(attention=True, values=True))
+    w = out.layers[0].attn_weights
+    assert w.shape == (2, 2, 8, 9)  # 8 real keys + the learned sink
+    np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-6)
+    assert float(w[..., 8].min()) > 0.0  # every query sees the sink key
+    assert out.layers[0].head_values.shape == (2, 2, 9, 16)
+    # the sink's key and value are trained like any parameter
+    grads = nnx.grad(lambda m: m(TOKENS).logits.sum())(model)
+    assert float(jnp.abs(grads.blocks[0].attn.variant.sink_value[...]).sum()) > 0.0
+
+
+@pytest.mark.parametrize("variant", ["softmax1", "alibi", "sink_kv"])
+def test_variants_keep_the_model_causal(variant):
+    """Changing a later token leaves earlier logits unchanged (atol 1e-6)."""
+    cfg = dataclasses.replace(
+        CFG, attention=variant, positions="none" if variant == "alibi" else "learned"
+    )
+    model = GPT(cfg, rngs=nnx.Rngs(1))
+    changed = TOKENS.at[:, 5].set((TOKENS[:, 5] + 1) % 11)
+    a, b = model(TOKENS).logits, model(changed).logits
+    np.testing.assert_allclose(a[:, :5], b[:, :5], atol=1e-6)
+    assert float(jnp.abs(a[:, 5:] - b[:, 5:]).max()) > 1e-4
+
+
+def test_zero_heads_equals_zeroing_that_slice_of_w_o():
+    model = GPT(CFG, rngs=nnx.Rngs(2))
+    edited = model(TOKENS, interventions=Interventions(edits=(ZeroHeads(heads=((1, 0),)),)))
+    k = CFG.d_head
+    kernel = model.blocks[1].attn.out.kernel
+    kernel[...] = kernel[...].at[:k].set(0.0)  # head 0's rows of W_o
+    np.testing.assert_allclose(edited.logits, model(TOKENS).logits, rtol=1e-5, atol=1e-6)
+
+
+def test_scale_values_to_zero_at_bos_matches_attention_without_bos_value():
+    """Scaling BOS's value by 0 leaves the attention weights and removes BOS's W_o v."""
+    model = GPT(CFG, rngs=nnx.Rngs(3))
+    iv = Interventions(edits=(ScaleValues(layers=(0,), positions=(0,), factor=0.0),))
+    out = model(TOKENS, capture=Capture.all(), interventions=iv)
+    ref = model(TOKENS, capture=Capture.all())
+    np.testing.assert_allclose(out.layers[0].attn_weights, ref.layers[0].attn_weights)
+    assert float(jnp.abs(out.layers[0].head_values[:, :, 0]).max()) == 0.0
+    np.testing.assert_allclose(
+        out.layers[0].head_values[:, :, 1:], ref.layers[0].head_values[:, :, 1:]
+    )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PatchResidual(Edit):
+    """Activation patching: replace the residual after `layers` with stored activations."""
+
+    site = "residual"
+    patch: jax.Array | None = None
+
+    def __call__(self, x, layer):
+        return self.patch
+
+
+def test_a_custom_edit_patches_activations_without_touching_the_model():
+    model = GPT(CFG, rngs=nnx.Rngs(4))
+    other = TOKENS[::-1]
+    source = model(other, capture=Capture(residual=True)).layers[1].residual
+    patched = model(TOKENS, interventions=Interventions(edits=(PatchResidual((1,), source),)))
+    np.testing.assert_allclose(patched.logits, model(other).logits, rtol=1e-5, atol=1e-5)
+    jitted = nnx.jit(
+        lambda m, t: m(t, interventions=Interventions(edits=(PatchResidual((1,), source),))).logits
+    )
+    np.testing.assert_allclose(jitted(model, TOKENS), patched.logits, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_to_bos_shorthand_is_the_ready_made_edit():
+    model = GPT(CFG, rngs=nnx.Rngs(5))
+    a = model(TOKENS, interventions=Interventions(attention_to_bos=((0, 1),))).logits
+    b = model(TOKENS, interventions=Interventions(edits=(AttentionToBOS(heads=((0, 1),)),))).logits
+    np.testing.assert_array_equal(a, b)
+
+
+def test_an_edit_at_an_unknown_site_is_refused():
+    @dataclasses.dataclass(frozen=True)
+    class Bad(Edit):
+        site = "queries"
+
+    with pytest.raises(ValueError, match="queries"):
+        Interventions(edits=(Bad((0,)),))
+    assert "attn_weights" in SITES
+
+
+def test_capture_selected_layers_only():
+    model = GPT(CFG, rngs=nnx.Rngs(6))
+    full = model(TOKENS, capture=Capture.all())
+    some = model(TOKENS, capture=Capture.all(layers=(1,)))
+    assert some.layers[0].attn_weights is None and some.layers[0].residual is None
+    np.testing.assert_array_equal(some.layers[1].attn_weights, full.layers[1].attn_weights)
+    np.testing.assert_array_equal(some.logits, full.logits)

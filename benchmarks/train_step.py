@@ -26,6 +26,7 @@ from experiments import bigram_backcopy, lm_sinks
 from sinks_jax.cli import environment
 from sinks_jax.data import Batch, batch_for_step, make_task
 from sinks_jax.errors import ConfigError
+from sinks_jax.forward import apply
 from sinks_jax.model import GPT, Capture
 from sinks_jax.run_dir import atomic_write_json
 from sinks_jax.train import check_microbatches, init_state, make_optimizer, make_train_step
@@ -68,13 +69,12 @@ def run(
         holder["state"], metrics = step_fn(holder["state"], batch)
         return metrics["loss"]
 
-    gdef, params = nnx.split(model)
-    forward = jax.jit(
-        lambda p, x, capture: nnx.merge(gdef, p)(x, capture=capture), static_argnums=2
-    )
+    params = nnx.state(model, nnx.Param)
     rows = max(1, b // microbatches)  # forward passes on one micro-batch
-    plain = seconds_per_call(lambda: forward(params, batch.inputs[:rows], Capture()), repeats)
-    full = seconds_per_call(lambda: forward(params, batch.inputs[:rows], Capture.all()), repeats)
+    plain = seconds_per_call(lambda: apply(model, batch.inputs[:rows]), repeats)
+    full = seconds_per_call(
+        lambda: apply(model, batch.inputs[:rows], capture=Capture.all()), repeats
+    )
     step = seconds_per_call(train_step, repeats)
     result: dict[str, object] = {
         "experiment": experiment,

@@ -20,33 +20,31 @@ import numpy as np
 from flax import nnx
 
 from sinks_jax import analysis, metrics, plotting
+from sinks_jax.bb_runs import train_bb
 from sinks_jax.claims import check
 from sinks_jax.cli import Experiment, RunContext, main
-from sinks_jax.config import DataConfig, ExperimentConfig, ModelConfig, OptimConfig, TrainConfig
+from sinks_jax.config import BBConfig, BBDataConfig, ModelConfig, OptimConfig, TrainConfig
 from sinks_jax.data import (
     BigramBackcopyTask,
-    batch_for_step,
-    eval_batch,
-    make_task,
     sample_sequences,
     trigger_free_task,
 )
-from sinks_jax.model import GPT, Capture, Interventions
-from sinks_jax.train import train
+from sinks_jax.forward import apply
+from sinks_jax.model import Capture, Interventions
 
 PRESETS = {
-    "quick": ExperimentConfig(
+    "quick": BBConfig(
         model=ModelConfig(d_model=64, d_mlp=256, n_layers=1, n_heads=1, max_len=64),
-        data=DataConfig(seq_len=64, batch_size=64, eval_batch_size=256),
+        data=BBDataConfig(seq_len=64, batch_size=64, eval_batch_size=256),
         # lr 2e-3, not the 1e-3: at 1e-3 the sink is still forming at step 1000 on two
         # of three seeds (Attn_<s> 0.73 / 0.98 / 0.74 for seeds 0 / 1 / 2); 2e-3 reaches
         # 0.92 / 0.999 / 0.90 in the same 1000 steps and wall time.
         optim=OptimConfig(name="adamw", lr=2e-3, b1=0.9, b2=0.99, weight_decay=1e-4),
         train=TrainConfig(steps=1000, eval_every=50, checkpoint_every=250),
     ),
-    "paper": ExperimentConfig(
+    "paper": BBConfig(
         model=ModelConfig(d_model=256, d_mlp=1024, n_layers=1, n_heads=1, max_len=256),
-        data=DataConfig(seq_len=256, batch_size=512, eval_batch_size=256),
+        data=BBDataConfig(seq_len=256, batch_size=512, eval_batch_size=256),
         optim=OptimConfig(name="adamw", lr=3e-4, b1=0.9, b2=0.99, weight_decay=1e-4),
         train=TrainConfig(steps=10_000, eval_every=100, checkpoint_every=1000),
     ),
@@ -75,32 +73,16 @@ def first_step(steps: list[int], values: list[float], predicate) -> int | None:
     return next((s for s, v in zip(steps, values, strict=True) if predicate(v)), None)
 
 
-def run(cfg: ExperimentConfig, ctx: RunContext) -> dict[str, Any]:
-    task = make_task(cfg.data, cfg.seed)
-    evalset = analysis.BBEvalSet.build(
-        task, eval_batch(task, cfg.seed, cfg.data.eval_batch_size, cfg.data.seq_len)
-    )
-
-    def eval_fn(model: nnx.Module, step: int) -> dict[str, Any]:
-        return analysis.analyse(model, evalset)
-
-    result = train(
-        cfg,
-        lambda rngs: GPT(cfg.model, rngs=rngs),
-        lambda step: batch_for_step(task, cfg.seed, step, cfg.data.batch_size, cfg.data.seq_len),
-        out_dir=ctx.out_dir,
-        resume=ctx.resume,
-        eval_fn=eval_fn,
-    )
-    model = result.model()
-    evals = result.evals()
+def run(cfg: BBConfig, ctx: RunContext) -> dict[str, Any]:
+    bb = train_bb(cfg, ctx.out_dir, ctx.resume)
+    task, evalset, model, evals = bb.task, bb.evalset, bb.model(), bb.evals
     final = evals[-1]
     layer, head = analysis.sink_head(final)
 
     def series(key: str) -> list[float]:
         return [row["layers"][layer][key][head] for row in evals]
 
-    steps = [row["step"] for row in evals]
+    steps = bb.steps
     ts = {
         k: series(k)
         for k in (
@@ -122,7 +104,7 @@ def run(cfg: ExperimentConfig, ctx: RunContext) -> dict[str, Any]:
     interventions = run_interventions(model, evalset, (layer, head))
     probe = run_probe(model, task, layer, head)
     massive = metrics.massive_activations(
-        model(evalset.batch.inputs, capture=Capture(residual=True)).layers[-1].residual
+        apply(model, evalset.batch.inputs, capture=Capture(residual=True)).layers[-1].residual
     )
 
     claims, emergence = make_claims(cfg, steps, ts, final, layer, head, interventions, probe)
@@ -137,9 +119,12 @@ def run(cfg: ExperimentConfig, ctx: RunContext) -> dict[str, Any]:
         "interventions": interventions,
         "probe": probe,
         "massive_activations": massive,
-        "sink_rate": metrics.sink_rate(
-            [row["sink_score_first"] for row in final["layers"]], cfg.sink_eps
-        ),
+        **{
+            f"sink_rate_{e:g}": metrics.sink_rate(
+                [row["sink_score_first"] for row in final["layers"]], e
+            )
+            for e in cfg.sink_eps
+        },
         "tables": {
             "Paper comparison (paper values are at paper scale)": paper_comparison(
                 steps, ts, emergence
@@ -149,10 +134,10 @@ def run(cfg: ExperimentConfig, ctx: RunContext) -> dict[str, Any]:
             ],
         },
         "train": {
-            "wall_time_s": result.wall_time_s,
-            "resumed_from": result.resumed_from,
+            "wall_time_s": bb.result.wall_time_s,
+            "resumed_from": bb.result.resumed_from,
             "final_train_loss": next(
-                (r["loss"] for r in reversed(result.history) if r["kind"] == "train"), None
+                (r["loss"] for r in reversed(bb.result.history) if r["kind"] == "train"), None
             ),
         },
         "figures": figures,
@@ -388,7 +373,7 @@ def make_figures(
     files += ctx.save_figure(fig, "dynamics")
 
     toks = np.asarray(evalset.batch.inputs[:1, :shown])
-    out = model(toks, capture=Capture(values=True))
+    out = apply(model, toks, capture=Capture(values=True))
     norms = np.asarray(metrics.value_norms(out.layers[layer].head_values))[0, head]
     labels = [task.itos[int(t)] for t in toks[0]]
     fig = plotting.bars(

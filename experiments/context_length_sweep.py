@@ -26,8 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments import lm_sinks
-from sinks_jax import corpus, lm, metrics, plotting
+from sinks_jax import corpus, lm, lm_presets, metrics, plotting
 from sinks_jax.claims import check
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import TrainConfig, require
@@ -40,9 +39,10 @@ PAPER_STATEMENT = (
 
 
 @dataclasses.dataclass(frozen=True)
-class ContextSweepConfig(lm.LMConfig):
-    """`data.seq_len` and `data.batch_size` are set per run from `contexts` and
-    `tokens_per_step`."""
+class ContextSweep:
+    """Training contexts (`data.seq_len` and `data.batch_size` are set per run from `contexts`
+    and `tokens_per_step`), `n_seeds` each; the first `long_seeds` seeds train `long_factor`
+    times longer; a sink has formed once the largest first-position score ≥ `sink_threshold`."""
 
     contexts: tuple[int, ...] = (16, 32, 64, 128)
     tokens_per_step: int = 2048
@@ -52,33 +52,40 @@ class ContextSweepConfig(lm.LMConfig):
     sink_threshold: float = 0.5
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         require(
             len(self.contexts) >= 2 and list(self.contexts) == sorted(set(self.contexts)),
-            "contexts",
+            "sweep.contexts",
             self.contexts,
             "at least two increasing context lengths",
         )
-        require(min(self.contexts) >= 4, "contexts", self.contexts, "lengths >= 4")
-        require(self.n_seeds >= 1, "n_seeds", self.n_seeds, ">= 1")
-        require(self.long_factor >= 1, "long_factor", self.long_factor, ">= 1")
+        require(min(self.contexts) >= 4, "sweep.contexts", self.contexts, "lengths >= 4")
+        require(self.n_seeds >= 1, "sweep.n_seeds", self.n_seeds, ">= 1")
+        require(self.long_factor >= 1, "sweep.long_factor", self.long_factor, ">= 1")
         require(
             0 <= self.long_seeds <= self.n_seeds,
-            "long_seeds",
+            "sweep.long_seeds",
             self.long_seeds,
-            f"in [0, n_seeds={self.n_seeds}]",
-        )
-        require(
-            self.long_factor == 1 or self.optim.schedule == "constant",
-            "optim.schedule",
-            self.optim.schedule,
-            "'constant' when long_factor > 1 (the short budget is read from the long runs)",
+            f"in [0, sweep.n_seeds={self.n_seeds}]",
         )
         require(
             self.tokens_per_step >= max(self.contexts),
-            "tokens_per_step",
+            "sweep.tokens_per_step",
             self.tokens_per_step,
             f">= the longest context ({max(self.contexts)})",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ContextSweepConfig(lm.LMConfig):
+    sweep: ContextSweep = ContextSweep()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(
+            self.sweep.long_factor == 1 or self.optim.schedule == "constant",
+            "optim.schedule",
+            self.optim.schedule,
+            "'constant' when sweep.long_factor > 1 (the short budget is read from the long runs)",
         )
 
 
@@ -91,28 +98,30 @@ def _sweep_corpus(data: corpus.CorpusConfig, longest: int) -> corpus.CorpusConfi
 
 PRESETS = {
     "quick": ContextSweepConfig(
-        model=lm_sinks.SMALL,
-        data=_sweep_corpus(lm_sinks.SYNTHETIC, 128),
-        optim=lm_sinks.QUICK_OPTIM,
+        model=lm_presets.SMALL,
+        data=_sweep_corpus(lm_presets.SYNTHETIC, 128),
+        optim=lm_presets.QUICK_OPTIM,
         train=TrainConfig(steps=600, eval_every=100, checkpoint_every=600, progress=False),
     ),
     "text": ContextSweepConfig(
-        model=lm_sinks.TEXT_MODEL,
-        data=lm_sinks.BUILTIN_TEXT,
-        optim=lm_sinks.QUICK_OPTIM,
+        model=lm_presets.TEXT_MODEL,
+        data=lm_presets.BUILTIN_TEXT,
+        optim=lm_presets.QUICK_OPTIM,
         train=TrainConfig(steps=1200, eval_every=200, checkpoint_every=1200, progress=False),
-        long_seeds=0,
+        sweep=ContextSweep(long_seeds=0),
     ),
     "paper": ContextSweepConfig(
-        model=lm_sinks.PAPER_MODEL,
-        data=lm_sinks.YOUR_CORPUS,
-        optim=dataclasses.replace(lm_sinks.PAPER_OPTIM, schedule="constant"),
-        train=lm_sinks.PAPER_TRAIN,
-        contexts=(128, 256, 512, 1024, 2048),
-        tokens_per_step=262_144,
-        n_seeds=1,
-        long_factor=1,
-        long_seeds=0,
+        model=lm_presets.PAPER_MODEL,
+        data=lm_presets.YOUR_CORPUS,
+        optim=dataclasses.replace(lm_presets.PAPER_OPTIM, schedule="constant"),
+        train=lm_presets.PAPER_TRAIN,
+        sweep=ContextSweep(
+            contexts=(128, 256, 512, 1024, 2048),
+            tokens_per_step=262_144,
+            n_seeds=1,
+            long_factor=1,
+            long_seeds=0,
+        ),
     ),
 }
 NOTES = {
@@ -127,9 +136,9 @@ NOTES = {
 
 def run_config(cfg: ContextSweepConfig, context: int, seed: int) -> lm.LMConfig:
     base = lm.base_config(cfg)
-    base = lm.with_context(base, context, cfg.tokens_per_step)
-    long = seed - cfg.seed < cfg.long_seeds
-    steps = cfg.train.steps * (cfg.long_factor if long else 1)
+    base = lm.with_context(base, context, cfg.sweep.tokens_per_step)
+    long = seed - cfg.seed < cfg.sweep.long_seeds
+    steps = cfg.train.steps * (cfg.sweep.long_factor if long else 1)
     return dataclasses.replace(base, seed=seed, train=dataclasses.replace(cfg.train, steps=steps))
 
 
@@ -147,15 +156,15 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
 
 def run(cfg: ContextSweepConfig, ctx: RunContext) -> dict[str, Any]:
     short = cfg.train.steps
-    long = short * cfg.long_factor
-    for context in cfg.contexts:  # every run's config is validated before any training starts
+    long = short * cfg.sweep.long_factor
+    for context in cfg.sweep.contexts:  # every run's config is validated before any training starts
         run_config(cfg, context, cfg.seed)
     rows, curves = [], {}
-    for context in cfg.contexts:
-        for i in range(cfg.n_seeds):
+    for context in cfg.sweep.contexts:
+        for i in range(cfg.sweep.n_seeds):
             c = run_config(cfg, context, cfg.seed + i)
             store = corpus.build_store(c.data, c.corpus_seed)
-            common = corpus.eval_rows(store, c.data, c.corpus_seed, seq_len=min(cfg.contexts))
+            common = corpus.eval_rows(store, c.data, c.corpus_seed, seq_len=min(cfg.sweep.contexts))
             steps = sorted(set(eval_schedule(c.train.steps, c.train.eval_every)) | {short})
             print(f"[context_length_sweep] context {context}, seed {c.seed}: {c.train.steps} steps")
             r = lm.train_lm(
@@ -167,7 +176,7 @@ def run(cfg: ContextSweepConfig, ctx: RunContext) -> dict[str, Any]:
                 store=store,
             )
             within = [e for e in r.evals if e["step"] <= short]
-            sink_step = lm.steps_to_sink(within, cfg.sink_threshold)
+            sink_step = lm.steps_to_sink(within, cfg.sweep.sink_threshold)
             row = {
                 "context": context,
                 "seed": c.seed,
@@ -177,7 +186,7 @@ def run(cfg: ContextSweepConfig, ctx: RunContext) -> dict[str, Any]:
             }
             rows.append(row)
             if c.train.steps == long and long != short:
-                late = lm.steps_to_sink(r.evals, cfg.sink_threshold)
+                late = lm.steps_to_sink(r.evals, cfg.sweep.sink_threshold)
                 rows.append(
                     {**row, "budget": long, **_summary(r.at_step(long)), "steps_to_sink": late}
                 )
@@ -210,12 +219,12 @@ def _never(value: int | None, budget: int) -> float:
 
 
 def summarise(cfg: ContextSweepConfig, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    short, long = cfg.train.steps, cfg.train.steps * cfg.long_factor
-    budgets = [short] + ([long] if cfg.long_seeds and long != short else [])
+    short, long = cfg.train.steps, cfg.train.steps * cfg.sweep.long_factor
+    budgets = [short] + ([long] if cfg.sweep.long_seeds and long != short else [])
     table, by_budget = [], {}
     for budget in budgets:
         means = {}
-        for context in cfg.contexts:
+        for context in cfg.sweep.contexts:
             rs = [r for r in rows if r["context"] == context and r["budget"] == budget]
             mean = {
                 k: float(np.mean([r[k] for r in rs]))
@@ -236,7 +245,7 @@ def summarise(cfg: ContextSweepConfig, rows: list[dict[str, Any]]) -> dict[str, 
                 }
             )
         by_budget[budget] = means
-    xs = list(cfg.contexts)
+    xs = list(cfg.sweep.contexts)
 
     def rho(budget: int, key: str) -> float:
         return metrics.spearman(xs, [by_budget[budget][c][key] for c in xs])
@@ -274,10 +283,14 @@ def make_claims(cfg: ContextSweepConfig, summary: dict[str, Any]) -> list:
     if "own_long" in s:
         claims += [
             check(
-                f"(i) at {cfg.long_factor}x budget, own windows", s["own_long"], ">=", 0.8, paper
+                f"(i) at {cfg.sweep.long_factor}x budget, own windows",
+                s["own_long"],
+                ">=",
+                0.8,
+                paper,
             ),
             check(
-                f"(i) at {cfg.long_factor}x budget, common windows",
+                f"(i) at {cfg.sweep.long_factor}x budget, common windows",
                 s["common_long"],
                 ">=",
                 0.8,
@@ -302,17 +315,17 @@ def make_figures(ctx, cfg, rows, summary, curves) -> list[str]:
     fig, axes = plt.subplots(1, 2, figsize=(8, 3), sharey=True)
     for ax, key, title in (
         (axes[0], "sink_rate_0.3", "own context"),
-        (axes[1], "common_sink_rate_0.3", f"common windows (length {min(cfg.contexts)})"),
+        (axes[1], "common_sink_rate_0.3", f"common windows (length {min(cfg.sweep.contexts)})"),
     ):
         for budget in sorted({r["budget"] for r in rows}):
             rs = [r for r in rows if r["budget"] == budget]
-            mean = [np.mean([r[key] for r in rs if r["context"] == c]) for c in cfg.contexts]
-            std = [np.std([r[key] for r in rs if r["context"] == c]) for c in cfg.contexts]
+            mean = [np.mean([r[key] for r in rs if r["context"] == c]) for c in cfg.sweep.contexts]
+            std = [np.std([r[key] for r in rs if r["context"] == c]) for c in cfg.sweep.contexts]
             ax.errorbar(
-                cfg.contexts, mean, yerr=std, marker="o", capsize=3, label=f"{budget} steps"
+                cfg.sweep.contexts, mean, yerr=std, marker="o", capsize=3, label=f"{budget} steps"
             )
         ax.set(xscale="log", xlabel="training context", title=title)
-        ax.set_xticks(cfg.contexts, [str(c) for c in cfg.contexts])
+        ax.set_xticks(cfg.sweep.contexts, [str(c) for c in cfg.sweep.contexts])
         ax.minorticks_off()
         ax.legend()
     axes[0].set_ylabel("sink rate (ε = 0.3)")
@@ -325,7 +338,7 @@ def make_figures(ctx, cfg, rows, summary, curves) -> list[str]:
         steps = [max(s, 1) for s, _, _ in curve]
         axes[0].plot(steps, [m for _, _, m in curve], label=f"context {context}")
         axes[1].plot(steps, [r for _, r, _ in curve], label=f"context {context}")
-    axes[0].axhline(cfg.sink_threshold, color="gray", ls="--", lw=0.8)
+    axes[0].axhline(cfg.sweep.sink_threshold, color="gray", ls="--", lw=0.8)
     axes[0].set(xscale="log", xlabel="step", ylabel="largest first-position head score")
     axes[1].set(xscale="log", xlabel="step", ylabel="sink rate (ε = 0.3)")
     axes[0].legend()
@@ -344,9 +357,9 @@ def make_figures(ctx, cfg, rows, summary, curves) -> list[str]:
     ax.set(
         xscale="log",
         xlabel="training context",
-        ylabel=f"steps until a head score > {cfg.sink_threshold}",
+        ylabel=f"steps until a head score > {cfg.sweep.sink_threshold}",
     )
-    ax.set_xticks(cfg.contexts, [str(c) for c in cfg.contexts])
+    ax.set_xticks(cfg.sweep.contexts, [str(c) for c in cfg.sweep.contexts])
     ax.minorticks_off()
     fig.tight_layout()
     files += ctx.save_figure(fig, "steps_to_sink")

@@ -12,9 +12,10 @@ score against relMSE, and the success rate against the learning rate.
 
 With Adam at 3e-3 every seed finds the solution (the paper: at most 4 of 10 runs do), so "a failed
 seed has no sink" has nothing to test there. A learning-rate sweep supplies failures: the same
-model, task and optimiser at smaller learning rates (`sweep_lrs`, `sweep_seeds` seeds each), where
-some or all seeds miss the solution within the step budget. The success rate is reported against
-the learning rate, and the claim about failed seeds is tested on every failed run, main and sweep.
+model, task and optimiser at smaller learning rates (`sweep.lrs`, `sweep.seeds_per_lr` seeds
+each), where some or all seeds miss the solution within the step budget. The success rate is
+reported against the learning rate, and the claim about failed seeds is tested on every failed
+run, main and sweep.
 
     python -m experiments.ctr_emergence --preset quick   # CPU, about 7 minutes
 """
@@ -30,29 +31,38 @@ from sinks_jax import averaging as av
 from sinks_jax import plotting
 from sinks_jax.claims import check, check_if
 from sinks_jax.cli import Experiment, RunContext, main
-from sinks_jax.config import TrainConfig, require
+from sinks_jax.config import TrainConfig, require, run_config
+from sinks_jax.forward import apply
 from sinks_jax.model import Capture
 
 
 @dataclasses.dataclass(frozen=True)
-class EmergenceConfig(av.AveragingExperimentConfig):
+class EmergenceSweep:
+    """`n_seeds` runs of the preset, then its optimiser at each of `lrs` with `seeds_per_lr`
+    seeds (success rate vs learning rate); a run succeeds when relMSE ≤ `success_rel_mse`."""
+
     n_seeds: int = 10
     success_rel_mse: float = 0.01
-    # Success rate vs learning rate: the preset's optimiser at these rates, `sweep_seeds` each.
-    sweep_lrs: tuple[float, ...] = (5e-4, 7e-4)
-    sweep_seeds: int = 5
+    lrs: tuple[float, ...] = (5e-4, 7e-4)
+    seeds_per_lr: int = 5
 
     def __post_init__(self) -> None:
-        require(self.n_seeds >= 1, "n_seeds", self.n_seeds, ">= 1")
-        lrs = self.sweep_lrs
-        require(all(lr > 0 for lr in lrs), "sweep_lrs", lrs, "> 0 (each)")
-        require(self.sweep_seeds >= 1, "sweep_seeds", self.sweep_seeds, ">= 1")
+        require(self.n_seeds >= 1, "sweep.n_seeds", self.n_seeds, ">= 1")
+        require(all(lr > 0 for lr in self.lrs), "sweep.lrs", self.lrs, "> 0 (each)")
+        require(self.seeds_per_lr >= 1, "sweep.seeds_per_lr", self.seeds_per_lr, ">= 1")
+        require(self.success_rel_mse > 0, "sweep.success_rel_mse", self.success_rel_mse, "> 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class EmergenceConfig(av.AveragingExperimentConfig):
+    sweep: EmergenceSweep = EmergenceSweep()
 
 
 PRESETS = {
     "quick": EmergenceConfig(),
     "paper": EmergenceConfig(
-        n_seeds=20, train=TrainConfig(steps=20_000, eval_every=1000, checkpoint_every=5000)
+        train=TrainConfig(steps=20_000, eval_every=1000, checkpoint_every=5000),
+        sweep=EmergenceSweep(n_seeds=20),
     ),
 }
 NOTES = {
@@ -64,14 +74,12 @@ NOTES = {
 
 def settings(cfg: EmergenceConfig) -> dict[str, tuple[av.AveragingExperimentConfig, int]]:
     """Each learning rate, the preset's first: its config (seed = first seed) and seed count."""
-    base = av.AveragingExperimentConfig(
-        **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(av.AveragingExperimentConfig)}
-    )
-    out = {f"{cfg.optim.name} {cfg.optim.lr:g}": (base, cfg.n_seeds)}
-    for lr in cfg.sweep_lrs:
+    base = run_config(cfg)
+    out = {f"{cfg.optim.name} {cfg.optim.lr:g}": (base, cfg.sweep.n_seeds)}
+    for lr in cfg.sweep.lrs:
         optim = dataclasses.replace(cfg.optim, lr=lr)
         c = dataclasses.replace(base, optim=optim)
-        out.setdefault(f"{optim.name} {lr:g}", (c, cfg.sweep_seeds))
+        out.setdefault(f"{optim.name} {lr:g}", (c, cfg.sweep.seeds_per_lr))
     return out
 
 
@@ -108,8 +116,8 @@ def run(cfg: EmergenceConfig, ctx: RunContext) -> dict[str, Any]:
             if i == 0:
                 models[seed] = model
     main_rows = [r for r in rows if r["setting"] == rows[0]["setting"]]
-    ok = [r for r in main_rows if r["rel_mse"] <= cfg.success_rel_mse]
-    failed = [r for r in rows if r["rel_mse"] > cfg.success_rel_mse]  # main and sweep
+    ok = [r for r in main_rows if r["rel_mse"] <= cfg.sweep.success_rel_mse]
+    failed = [r for r in rows if r["rel_mse"] > cfg.sweep.success_rel_mse]  # main and sweep
 
     def worst(rs, key, fn):
         return fn(r[key] for r in rs) if rs else None
@@ -118,7 +126,7 @@ def run(cfg: EmergenceConfig, ctx: RunContext) -> dict[str, Any]:
         {
             "setting": name,
             "seeds": len(rs),
-            "successful": sum(r["rel_mse"] <= cfg.success_rel_mse for r in rs),
+            "successful": sum(r["rel_mse"] <= cfg.sweep.success_rel_mse for r in rs),
             "median relMSE": float(np.median([r["rel_mse"] for r in rs])),
             "max SEP sink": max(r["sep_sink"] for r in rs),
         }
@@ -146,7 +154,7 @@ def run(cfg: EmergenceConfig, ctx: RunContext) -> dict[str, Any]:
             "no sink, no success",
         ),
     ]
-    notes = failure_notes(rows, failed, cfg.success_rel_mse)
+    notes = failure_notes(rows, failed, cfg.sweep.success_rel_mse)
     best = min(main_rows, key=lambda r: r["rel_mse"])["seed"]
     figures = make_figures(ctx, cfg, rows, models[best], ev, best, rates)
     return {
@@ -167,7 +175,7 @@ def run(cfg: EmergenceConfig, ctx: RunContext) -> dict[str, Any]:
 def make_figures(ctx, cfg, rows, model, ev, seed, rates) -> list[str]:
     plt = plotting.plt
     files: list[str] = []
-    out = model(ev.features[:1], capture=Capture(attention=True))
+    out = apply(model, ev.features[:1], capture=Capture(attention=True))
     p = int(ev.sep[0])
     labels = ["BOS"] + [("SEP" if t == p else f"x{t}") for t in range(1, cfg.data.seq_len + 1)]
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.4))
@@ -193,7 +201,7 @@ def make_figures(ctx, cfg, rows, model, ev, seed, rates) -> list[str]:
         (axes[1], "layer-1 BOS sink, queries before SEP"),
     ):
         ax.set_yscale("log")
-        ax.axhline(cfg.success_rel_mse, color="gray", ls="--", lw=0.8)
+        ax.axhline(cfg.sweep.success_rel_mse, color="gray", ls="--", lw=0.8)
         ax.set(xlabel=title, ylabel="relMSE")
     axes[0].legend(frameon=False, fontsize=7)
     axes[2].bar([r["setting"] for r in rates], [r["successful"] / r["seeds"] for r in rates])

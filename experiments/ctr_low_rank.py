@@ -25,18 +25,30 @@ from sinks_jax import averaging as av
 from sinks_jax import plotting
 from sinks_jax.claims import check
 from sinks_jax.cli import Experiment, RunContext, main
-from sinks_jax.config import OptimConfig, TrainConfig, require
+from sinks_jax.config import OptimConfig, TrainConfig, require, run_config
 
 
 @dataclasses.dataclass(frozen=True)
-class LowRankConfig(av.AveragingExperimentConfig):
+class LowRankSweep:
+    """`n_seeds` runs; the successful ones (relMSE ≤ `success_rel_mse`) are truncated, and
+    compared with `random_draws` random rank-1 forms."""
+
     n_seeds: int = 6
     success_rel_mse: float = 0.01
     random_draws: int = 10
 
     def __post_init__(self) -> None:
-        require(self.n_seeds >= 1, "n_seeds", self.n_seeds, ">= 1")
-        require(self.random_draws >= 1, "random_draws", self.random_draws, ">= 1")
+        require(self.n_seeds >= 1, "sweep.n_seeds", self.n_seeds, ">= 1")
+        require(self.random_draws >= 1, "sweep.random_draws", self.random_draws, ">= 1")
+        require(self.success_rel_mse > 0, "sweep.success_rel_mse", self.success_rel_mse, "> 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class LowRankConfig(av.AveragingExperimentConfig):
+    sweep: LowRankSweep = LowRankSweep()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         require(
             self.model.n_heads == 1, "model.n_heads", self.model.n_heads, "1 (one head per layer)"
         )
@@ -47,8 +59,8 @@ PRESETS = {
     "quick": LowRankConfig(optim=ADAMW),
     "paper": LowRankConfig(
         optim=ADAMW,
-        n_seeds=20,
         train=TrainConfig(steps=20_000, eval_every=1000, checkpoint_every=5000),
+        sweep=LowRankSweep(n_seeds=20),
     ),
 }
 NOTES = {
@@ -88,21 +100,23 @@ def truncate(form: np.ndarray, r: int) -> np.ndarray:
 
 def run(cfg: LowRankConfig, ctx: RunContext) -> dict[str, Any]:
     ev = av.eval_batch(cfg.data, cfg.seed, 1024)
-    base = av.AveragingExperimentConfig(
-        **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(av.AveragingExperimentConfig)}
-    )
+    base = run_config(cfg)
     d = cfg.model.d_model
     ranks = [r for r in (1, 2, 4, 8, 16, 32, 64) if r < d] + [d]
     per_seed, rows = [], []
     rng = np.random.default_rng(cfg.seed)
-    for i in range(cfg.n_seeds):
+    for i in range(cfg.sweep.n_seeds):
         seed = cfg.seed + i
         result = av.train_averaging(
             dataclasses.replace(base, seed=seed), ctx.out_dir / "runs" / f"seed_{seed}", ctx.resume
         )
         model = result.model()
         full = av.ctr_metrics(model, ev)
-        entry = {"seed": seed, "full": full, "success": full["rel_mse"] <= cfg.success_rel_mse}
+        entry = {
+            "seed": seed,
+            "full": full,
+            "success": full["rel_mse"] <= cfg.sweep.success_rel_mse,
+        }
         if entry["success"]:
             form = layer1_form(model)
             sv = np.linalg.svd(form, compute_uv=False)
@@ -122,7 +136,7 @@ def run(cfg: LowRankConfig, ctx: RunContext) -> dict[str, Any]:
                 )
             norm = np.linalg.norm(form)
             random = []
-            for _ in range(cfg.random_draws):
+            for _ in range(cfg.sweep.random_draws):
                 g, h = rng.standard_normal(d), rng.standard_normal(d)
                 rand = np.outer(g, h) * norm / (np.linalg.norm(g) * np.linalg.norm(h))
                 random.append(av.ctr_metrics(with_layer1_form(model, rand), ev))

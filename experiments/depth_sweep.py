@@ -17,7 +17,6 @@ Claim: Spearman ρ ≥ 0.8 between depth and the seed-mean sink rate (ε = 0.3).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import jax
@@ -25,11 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from experiments import lm_sinks
-from sinks_jax import corpus, lm, metrics, mixing, plotting
+from sinks_jax import corpus, lm, lm_presets, metrics, mixing, plotting
 from sinks_jax.claims import check
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import TrainConfig, require
+from sinks_jax.forward import jit_with_model
 
 BARBERO_TABLE_1 = [
     {"model": "Llama 3.1 8B", "layers": 32, "sink rate (ε = 0.8)": "45.97 %"},
@@ -39,54 +38,61 @@ BARBERO_TABLE_1 = [
 
 
 @dataclasses.dataclass(frozen=True)
-class DepthSweepConfig(lm.LMConfig):
-    """`model.n_layers` is set per run from `depths`."""
+class DepthSweep:
+    """`model.n_layers` is set per run from `depths`, `n_seeds` each; μ and the mixing ratio M
+    are measured on `mixing_sequences` validation documents of `mixing_length` tokens."""
 
     depths: tuple[int, ...] = (1, 2, 4, 8)
     n_seeds: int = 3
-    mixing_sequences: int = 8  # validation documents for μ and M
-    mixing_length: int = 32  # tokens per mixing sequence (BOS included when present)
+    mixing_sequences: int = 8
+    mixing_length: int = 32  # BOS included when present
+
+    def __post_init__(self) -> None:
+        require(
+            len(self.depths) >= 2 and list(self.depths) == sorted(set(self.depths)),
+            "sweep.depths",
+            self.depths,
+            "at least two increasing depths",
+        )
+        require(min(self.depths) >= 1, "sweep.depths", self.depths, "depths >= 1")
+        require(self.n_seeds >= 1, "sweep.n_seeds", self.n_seeds, ">= 1")
+        n = self.mixing_sequences
+        require(n >= 1, "sweep.mixing_sequences", n, ">= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class DepthSweepConfig(lm.LMConfig):
+    sweep: DepthSweep = DepthSweep()
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(
-            len(self.depths) >= 2 and list(self.depths) == sorted(set(self.depths)),
-            "depths",
-            self.depths,
-            "at least two increasing depths",
-        )
-        require(min(self.depths) >= 1, "depths", self.depths, "depths >= 1")
-        require(self.n_seeds >= 1, "n_seeds", self.n_seeds, ">= 1")
-        require(self.mixing_sequences >= 1, "mixing_sequences", self.mixing_sequences, ">= 1")
-        require(
-            3 <= self.mixing_length <= self.data.seq_len,
-            "mixing_length",
-            self.mixing_length,
+            3 <= self.sweep.mixing_length <= self.data.seq_len,
+            "sweep.mixing_length",
+            self.sweep.mixing_length,
             f"in [3, data.seq_len={self.data.seq_len}]",
         )
 
 
 PRESETS = {
     "quick": DepthSweepConfig(
-        model=lm_sinks.SMALL,
-        data=dataclasses.replace(lm_sinks.SYNTHETIC, batch_size=64),
-        optim=lm_sinks.QUICK_OPTIM,
+        model=lm_presets.SMALL,
+        data=dataclasses.replace(lm_presets.SYNTHETIC, batch_size=64),
+        optim=lm_presets.QUICK_OPTIM,
         train=TrainConfig(steps=800, eval_every=200, checkpoint_every=800, progress=False),
     ),
     "text": DepthSweepConfig(
-        model=lm_sinks.TEXT_MODEL,
-        data=lm_sinks.BUILTIN_TEXT,
-        optim=lm_sinks.QUICK_OPTIM,
+        model=lm_presets.TEXT_MODEL,
+        data=lm_presets.BUILTIN_TEXT,
+        optim=lm_presets.QUICK_OPTIM,
         train=TrainConfig(steps=1600, eval_every=400, checkpoint_every=1600, progress=False),
     ),
     "paper": DepthSweepConfig(
-        model=lm_sinks.PAPER_MODEL,
-        data=lm_sinks.YOUR_CORPUS,
-        optim=lm_sinks.PAPER_OPTIM,
-        train=lm_sinks.PAPER_TRAIN,
-        depths=(2, 4, 8, 12, 16),
-        n_seeds=1,
-        mixing_length=256,
+        model=lm_presets.PAPER_MODEL,
+        data=lm_presets.YOUR_CORPUS,
+        optim=lm_presets.PAPER_OPTIM,
+        train=lm_presets.PAPER_TRAIN,
+        sweep=DepthSweep(depths=(2, 4, 8, 12, 16), n_seeds=1, mixing_length=256),
     ),
 }
 NOTES = {
@@ -117,21 +123,21 @@ def mixing_inputs(store: corpus.TokenStore, n: int, length: int) -> tuple[np.nda
     return with_bos, without
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _mu_and_mixing(graphdef, params, tokens_NxT, skip_first: bool):
+def _mu_and_mixing(model: nnx.Module, tokens_NxT, skip_first: bool):
     """(μ of the last layer, [N] mixing ratios of the last token), compiled once per shape."""
-    model = nnx.merge(graphdef, params)
     mu = mixing.token_uniformity_by_layer(model, tokens_NxT, skip_first)[-1]
     ratios = jax.vmap(lambda x: mixing.mixing_ratio(model, x[None]))(tokens_NxT)
     return mu, ratios
 
 
+_mu_and_mixing_jit = jit_with_model(_mu_and_mixing, static_argnames=("skip_first",))
+
+
 def over_mixing(model, with_bos: np.ndarray, without: np.ndarray) -> dict[str, float]:
     """μ of the last layer (over the content tokens) and the last token's mixing ratio M, with
     and without BOS (means over the sequences)."""
-    graphdef, params = nnx.split(model)
-    mu_with, m_with = _mu_and_mixing(graphdef, params, jnp.asarray(with_bos), True)
-    mu_without, m_without = _mu_and_mixing(graphdef, params, jnp.asarray(without), False)
+    mu_with, m_with = _mu_and_mixing_jit(model, jnp.asarray(with_bos), skip_first=True)
+    mu_without, m_without = _mu_and_mixing_jit(model, jnp.asarray(without), skip_first=False)
     return {
         "mu_with_bos": float(mu_with),
         "mu_without_bos": float(mu_without),
@@ -141,16 +147,18 @@ def over_mixing(model, with_bos: np.ndarray, without: np.ndarray) -> dict[str, f
 
 
 def run(cfg: DepthSweepConfig, ctx: RunContext) -> dict[str, Any]:
-    for depth in cfg.depths:  # every run's config is validated before any training starts
+    for depth in cfg.sweep.depths:  # every run's config is validated before any training starts
         run_config(cfg, depth, cfg.seed)
     rows = []
-    for depth in cfg.depths:
-        for i in range(cfg.n_seeds):
+    for depth in cfg.sweep.depths:
+        for i in range(cfg.sweep.n_seeds):
             c = run_config(cfg, depth, cfg.seed + i)
             print(f"[depth_sweep] {depth} layers, seed {c.seed}")
             r = lm.train_lm(c, ctx.out_dir / "runs" / f"L{depth}_seed{c.seed}", ctx.resume)
             last = r.evals[-1]
-            with_bos, without = mixing_inputs(r.store, cfg.mixing_sequences, cfg.mixing_length)
+            with_bos, without = mixing_inputs(
+                r.store, cfg.sweep.mixing_sequences, cfg.sweep.mixing_length
+            )
             rows.append(
                 {
                     "depth": depth,
@@ -177,10 +185,10 @@ def run(cfg: DepthSweepConfig, ctx: RunContext) -> dict[str, Any]:
             "depth": d,
             **{k: float(np.mean([r[k] for r in rows if r["depth"] == d])) for k in keys},
         }
-        for d in cfg.depths
+        for d in cfg.sweep.depths
     ]
-    rho = metrics.spearman(cfg.depths, [t["sink_rate_0.3"] for t in table])
-    rho_08 = metrics.spearman(cfg.depths, [t["sink_rate_0.8"] for t in table])
+    rho = metrics.spearman(cfg.sweep.depths, [t["sink_rate_0.3"] for t in table])
+    rho_08 = metrics.spearman(cfg.sweep.depths, [t["sink_rate_0.8"] for t in table])
     claims = [
         check(
             "depth vs seed-mean sink rate (ε = 0.3), Spearman",
@@ -212,23 +220,25 @@ def make_figures(ctx, cfg, rows, table) -> list[str]:
     fig, ax = plt.subplots(figsize=(4, 3))
     for key, label in (("sink_rate_0.3", "ε = 0.3"), ("sink_rate_0.8", "ε = 0.8")):
         mean = [t[key] for t in table]
-        std = [np.std([r[key] for r in rows if r["depth"] == d]) for d in cfg.depths]
-        ax.errorbar(cfg.depths, mean, yerr=std, marker="o", capsize=3, label=label)
+        std = [np.std([r[key] for r in rows if r["depth"] == d]) for d in cfg.sweep.depths]
+        ax.errorbar(cfg.sweep.depths, mean, yerr=std, marker="o", capsize=3, label=label)
     ax.set(xscale="log", xlabel="layers", ylabel="sink rate", ylim=(-0.02, 1.02))
-    ax.set_xticks(cfg.depths, [str(d) for d in cfg.depths])
+    ax.set_xticks(cfg.sweep.depths, [str(d) for d in cfg.sweep.depths])
     ax.minorticks_off()
     ax.legend()
     fig.tight_layout()
     files += ctx.save_figure(fig, "sink_vs_depth")
 
-    grid = np.full((len(cfg.depths), max(cfg.depths)), np.nan)
-    for i, d in enumerate(cfg.depths):
+    grid = np.full((len(cfg.sweep.depths), max(cfg.sweep.depths)), np.nan)
+    for i, d in enumerate(cfg.sweep.depths):
         per_layer = [r["sink_rate_by_layer_0.3"] for r in rows if r["depth"] == d]
         grid[i, :d] = np.mean(per_layer, axis=0)
-    fig, ax = plt.subplots(figsize=(1.5 + 0.45 * max(cfg.depths), 0.8 + 0.45 * len(cfg.depths)))
+    fig, ax = plt.subplots(
+        figsize=(1.5 + 0.45 * max(cfg.sweep.depths), 0.8 + 0.45 * len(cfg.sweep.depths))
+    )
     im = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1, aspect="auto")
-    ax.set_yticks(range(len(cfg.depths)), [f"{d} layers" for d in cfg.depths])
-    ax.set_xticks(range(max(cfg.depths)))
+    ax.set_yticks(range(len(cfg.sweep.depths)), [f"{d} layers" for d in cfg.sweep.depths])
+    ax.set_xticks(range(max(cfg.sweep.depths)))
     ax.set(xlabel="layer", title="sink rate (ε = 0.3) per layer, seed mean")
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
@@ -243,10 +253,10 @@ def make_figures(ctx, cfg, rows, table) -> list[str]:
         ),
         strict=True,
     ):
-        ax.plot(cfg.depths, [t[k_with] for t in table], marker="o", label="with BOS")
-        ax.plot(cfg.depths, [t[k_without] for t in table], marker="s", label="without BOS")
+        ax.plot(cfg.sweep.depths, [t[k_with] for t in table], marker="o", label="with BOS")
+        ax.plot(cfg.sweep.depths, [t[k_without] for t in table], marker="s", label="without BOS")
         ax.set(xscale="log", xlabel="layers", ylabel=label)
-        ax.set_xticks(cfg.depths, [str(d) for d in cfg.depths])
+        ax.set_xticks(cfg.sweep.depths, [str(d) for d in cfg.sweep.depths])
         ax.minorticks_off()
         ax.legend()
     fig.tight_layout()

@@ -27,16 +27,18 @@ from sinks_jax.bb_runs import THREE_LAYER, BBRun, train_bb
 from sinks_jax.claims import check
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import (
-    ExperimentConfig,
+    BBConfig,
     OptimConfig,
     TrainConfig,
     require,
+    run_config,
 )
 
 
 @dataclasses.dataclass(frozen=True)
-class MitigationConfig(ExperimentConfig):
-    """`model`/`optim` are the AdamW softmax run; the others change only what their name says."""
+class MitigationSweep:
+    """What the other runs change: SGD's rate and momentum, the 1-layer ReLU run's rate and
+    steps."""
 
     sgd_lr: float = 0.03
     sgd_momentum: float = 0.9
@@ -44,16 +46,18 @@ class MitigationConfig(ExperimentConfig):
     relu_one_layer_steps: int = 1000
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        require(self.sgd_lr > 0, "sgd_lr", self.sgd_lr, "> 0")
-        require(0 <= self.sgd_momentum < 1, "sgd_momentum", self.sgd_momentum, "in [0, 1)")
-        require(self.relu_one_layer_lr > 0, "relu_one_layer_lr", self.relu_one_layer_lr, "> 0")
-        require(
-            self.relu_one_layer_steps > 0,
-            "relu_one_layer_steps",
-            self.relu_one_layer_steps,
-            "> 0",
-        )
+        require(self.sgd_lr > 0, "sweep.sgd_lr", self.sgd_lr, "> 0")
+        require(0 <= self.sgd_momentum < 1, "sweep.sgd_momentum", self.sgd_momentum, "in [0, 1)")
+        lr, steps = self.relu_one_layer_lr, self.relu_one_layer_steps
+        require(lr > 0, "sweep.relu_one_layer_lr", lr, "> 0")
+        require(steps > 0, "sweep.relu_one_layer_steps", steps, "> 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class MitigationConfig(BBConfig):
+    """`model`/`optim` are the AdamW softmax run; the others change only what their name says."""
+
+    sweep: MitigationSweep = MitigationSweep()
 
 
 PRESETS = {
@@ -66,8 +70,7 @@ PRESETS = {
     "paper": MitigationConfig(
         **THREE_LAYER["paper"],
         train=TrainConfig(steps=10_000, eval_every=500, checkpoint_every=1000),
-        relu_one_layer_lr=3e-4,
-        relu_one_layer_steps=10_000,
+        sweep=MitigationSweep(relu_one_layer_lr=3e-4, relu_one_layer_steps=10_000),
     ),
 }
 NOTES = {
@@ -78,14 +81,12 @@ NOTES = {
 PAPER_RES = {"AdamW": (24.3, 140.7), "SGD": (24.3, 20.4), "ReLU attention": (23.4, 24.5)}
 
 
-def run_configs(cfg: MitigationConfig) -> dict[str, ExperimentConfig]:
-    base = ExperimentConfig(
-        **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(ExperimentConfig)}
-    )
+def run_configs(cfg: MitigationConfig) -> dict[str, BBConfig]:
+    base = run_config(cfg)
     sgd = OptimConfig(
         name="sgd",
-        lr=cfg.sgd_lr,
-        momentum=cfg.sgd_momentum,
+        lr=cfg.sweep.sgd_lr,
+        momentum=cfg.sweep.sgd_momentum,
         weight_decay=cfg.optim.weight_decay,
     )
     relu_model = dataclasses.replace(cfg.model, attention="relu")
@@ -96,8 +97,8 @@ def run_configs(cfg: MitigationConfig) -> dict[str, ExperimentConfig]:
         "ReLU attention, 1 layer": dataclasses.replace(
             base,
             model=dataclasses.replace(relu_model, n_layers=1),
-            optim=dataclasses.replace(cfg.optim, lr=cfg.relu_one_layer_lr),
-            train=dataclasses.replace(cfg.train, steps=cfg.relu_one_layer_steps),
+            optim=dataclasses.replace(cfg.optim, lr=cfg.sweep.relu_one_layer_lr),
+            train=dataclasses.replace(cfg.train, steps=cfg.sweep.relu_one_layer_steps),
         ),
     }
 

@@ -46,13 +46,13 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import lm_sinks
-from sinks_jax import corpus, lm, plotting
+from sinks_jax import corpus, lm, lm_presets, plotting
 from sinks_jax.claims import check, check_if, ratio
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import TrainConfig, require
 from sinks_jax.data import Batch
 from sinks_jax.errors import DataError
+from sinks_jax.forward import apply
 from sinks_jax.model import Capture
 
 BOS_FIRST = ("bos_per_doc_masked", "one_doc_per_row")
@@ -66,7 +66,7 @@ CLEAR_SINK = 0.8
 
 
 @dataclasses.dataclass(frozen=True)
-class PackingSweepConfig(lm.LMConfig):
+class PackingSweep:
     """`data.packing` is set per run from `packings`; the perturbation model is
     `one_doc_per_row`. The long-document `no_bos` model uses documents of
     `long_doc_len_min`..`long_doc_len_max` tokens (synthetic sources: generated with the same
@@ -79,56 +79,66 @@ class PackingSweepConfig(lm.LMConfig):
     long_doc_len_max: int = 320
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         for p in self.packings:
-            require(p in corpus.PACKINGS, "packings", self.packings, str(corpus.PACKINGS))
+            require(p in corpus.PACKINGS, "sweep.packings", self.packings, str(corpus.PACKINGS))
         require(
             set(BOS_FIRST) | {"no_bos"} <= set(self.packings),
-            "packings",
+            "sweep.packings",
             self.packings,
             "to include bos_per_doc_masked, one_doc_per_row and no_bos (the claims compare them)",
         )
-        require(self.inference_rows >= 1, "inference_rows", self.inference_rows, ">= 1")
-        require(self.perturb_sequences >= 1, "perturb_sequences", self.perturb_sequences, ">= 1")
-        require(
-            self.long_doc_len_min >= self.data.seq_len + 1,
-            "long_doc_len_min",
-            self.long_doc_len_min,
-            f">= data.seq_len + 1 = {self.data.seq_len + 1} (documents at least one window long)",
-        )
+        n, m = self.inference_rows, self.perturb_sequences
+        require(n >= 1, "sweep.inference_rows", n, ">= 1")
+        require(m >= 1, "sweep.perturb_sequences", m, ">= 1")
         require(
             self.long_doc_len_max >= self.long_doc_len_min,
-            "long_doc_len_max",
+            "sweep.long_doc_len_max",
             self.long_doc_len_max,
-            f">= long_doc_len_min={self.long_doc_len_min}",
+            f">= sweep.long_doc_len_min={self.long_doc_len_min}",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class PackingSweepConfig(lm.LMConfig):
+    sweep: PackingSweep = PackingSweep()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(
+            self.sweep.long_doc_len_min >= self.data.seq_len + 1,
+            "sweep.long_doc_len_min",
+            self.sweep.long_doc_len_min,
+            f">= data.seq_len + 1 = {self.data.seq_len + 1} (documents at least one window long)",
         )
 
 
 # Documents shorter than the window, so that packing puts several in one row.
 PACKING_CORPUS = dataclasses.replace(
-    lm_sinks.SYNTHETIC, n_docs=60_000, doc_len_min=16, doc_len_max=80, seq_len=64, batch_size=32
+    lm_presets.SYNTHETIC, n_docs=60_000, doc_len_min=16, doc_len_max=80, seq_len=64, batch_size=32
 )
 PRESETS = {
     "quick": PackingSweepConfig(
-        model=lm_sinks.SMALL,
+        model=lm_presets.SMALL,
         data=PACKING_CORPUS,
-        optim=lm_sinks.QUICK_OPTIM,
+        optim=lm_presets.QUICK_OPTIM,
         train=TrainConfig(steps=1500, eval_every=250, checkpoint_every=1500, progress=False),
     ),
     "text": PackingSweepConfig(
-        model=lm_sinks.TEXT_MODEL,
-        data=lm_sinks.BUILTIN_TEXT,
-        optim=lm_sinks.QUICK_OPTIM,
+        model=lm_presets.TEXT_MODEL,
+        data=lm_presets.BUILTIN_TEXT,
+        optim=lm_presets.QUICK_OPTIM,
         train=TrainConfig(steps=3000, eval_every=500, checkpoint_every=3000, progress=False),
-        long_doc_len_min=lm_sinks.BUILTIN_TEXT.seq_len + 1,
+        sweep=PackingSweep(long_doc_len_min=lm_presets.BUILTIN_TEXT.seq_len + 1),
     ),
     "paper": PackingSweepConfig(
-        model=lm_sinks.PAPER_MODEL,
-        data=lm_sinks.YOUR_CORPUS,
-        optim=lm_sinks.PAPER_OPTIM,
-        train=lm_sinks.PAPER_TRAIN,
-        long_doc_len_min=lm_sinks.YOUR_CORPUS.seq_len + 1,
-        long_doc_len_max=4 * lm_sinks.YOUR_CORPUS.seq_len,
+        model=lm_presets.PAPER_MODEL,
+        data=lm_presets.YOUR_CORPUS,
+        optim=lm_presets.PAPER_OPTIM,
+        train=lm_presets.PAPER_TRAIN,
+        sweep=PackingSweep(
+            long_doc_len_min=lm_presets.YOUR_CORPUS.seq_len + 1,
+            long_doc_len_max=4 * lm_presets.YOUR_CORPUS.seq_len,
+        ),
     ),
 }
 NOTES = {
@@ -154,13 +164,13 @@ def long_doc_config(cfg: PackingSweepConfig) -> lm.LMConfig:
     if not c.data.source.startswith("synthetic"):
         return c  # the store is filtered by length instead (`long_doc_store`)
     mean_short = (cfg.data.doc_len_min + cfg.data.doc_len_max) / 2
-    mean_long = (cfg.long_doc_len_min + cfg.long_doc_len_max) / 2
+    mean_long = (cfg.sweep.long_doc_len_min + cfg.sweep.long_doc_len_max) / 2
     n_docs = max(40, round(cfg.data.n_docs * mean_short / mean_long))
     data = dataclasses.replace(
         c.data,
         n_docs=n_docs,
-        doc_len_min=cfg.long_doc_len_min,
-        doc_len_max=cfg.long_doc_len_max,
+        doc_len_min=cfg.sweep.long_doc_len_min,
+        doc_len_max=cfg.sweep.long_doc_len_max,
     )
     return dataclasses.replace(c, data=data)
 
@@ -174,15 +184,16 @@ def long_doc_store(cfg: PackingSweepConfig, c: lm.LMConfig) -> corpus.TokenStore
     lengths = np.diff(store.offsets)
 
     def keep(ix: np.ndarray) -> np.ndarray:
-        return ix[lengths[ix] >= cfg.long_doc_len_min]
+        return ix[lengths[ix] >= cfg.sweep.long_doc_len_min]
 
     train, val = keep(store.train_docs), keep(store.val_docs)
     if not len(train) or not len(val):
         raise DataError(
             f"no {'training' if not len(train) else 'validation'} document has "
-            f"≥ long_doc_len_min={cfg.long_doc_len_min} tokens; set a smaller long_doc_len_min"
+            f"≥ sweep.long_doc_len_min={cfg.sweep.long_doc_len_min} tokens; set a smaller "
+            "sweep.long_doc_len_min"
         )
-    info = {**store.info, "long_doc_len_min": cfg.long_doc_len_min}
+    info = {**store.info, "long_doc_len_min": cfg.sweep.long_doc_len_min}
     return dataclasses.replace(store, train_docs=train, val_docs=val, info=info)
 
 
@@ -276,10 +287,10 @@ def first_position_row(
 
 
 def run(cfg: PackingSweepConfig, ctx: RunContext) -> dict[str, Any]:
-    configs = {p: run_config(cfg, p) for p in cfg.packings}  # all validated before training
+    configs = {p: run_config(cfg, p) for p in cfg.sweep.packings}  # all validated before training
     long_cfg = long_doc_config(cfg)
     loss_rows, sink_rows, location_rows, window_rows, models, store = [], [], [], [], {}, None
-    for packing in cfg.packings:
+    for packing in cfg.sweep.packings:
         c = configs[packing]
         print(f"[packing_sweep] training with {packing}")
         r = lm.train_lm(c, ctx.out_dir / "runs" / packing, ctx.resume)
@@ -287,7 +298,7 @@ def run(cfg: PackingSweepConfig, ctx: RunContext) -> dict[str, Any]:
         own = r.evals[-1]
         losses, rates = {"training packing": packing}, {"training packing": packing}
         for fmt in corpus.INFERENCE_FORMATS:
-            rows = corpus.inference_rows(store, fmt, cfg.inference_rows, c.data.seq_len)
+            rows = corpus.inference_rows(store, fmt, cfg.sweep.inference_rows, c.data.seq_len)
             s = lm.sink_summary(models[packing], rows, cfg.sink_eps, corpus.is_byte_text(c.data))
             losses[fmt], rates[fmt] = s["val_loss"], s["sink_rate_0.3"]
             rates[f"max score, {fmt}"] = s["max_head_score"]
@@ -414,7 +425,9 @@ def no_bos_comparison(cfg, configs, models, store, long_run) -> dict[str, Any]:
     """First-position sink rates for the no_bos claims: the BOS-trained models on BOS + document
     rows (every query), the no_bos model on its own windows (every query, then the EOS-free
     ones), the long-document no_bos model on its own windows (every query, then EOS-free)."""
-    fmt_rows = corpus.inference_rows(store, "bos_doc_start", cfg.inference_rows, cfg.data.seq_len)
+    fmt_rows = corpus.inference_rows(
+        store, "bos_doc_start", cfg.sweep.inference_rows, cfg.data.seq_len
+    )
     real = np.asarray(fmt_rows.inputs) != corpus.PAD
     rows = [
         first_position_row(f"{p}, BOS + document, all", models[p], fmt_rows, real)
@@ -480,7 +493,7 @@ def perturbation_spread(model, store: corpus.TokenStore, cfg: PackingSweepConfig
     position t, with BOS first and with BOS removed (the same content tokens)."""
     n_content = cfg.data.seq_len - 1
     docs = [store.doc(int(i))[:n_content] for i in store.val_docs]
-    docs = [d for d in docs if len(d) == n_content][: cfg.perturb_sequences]
+    docs = [d for d in docs if len(d) == n_content][: cfg.sweep.perturb_sequences]
     if not docs:
         raise ValueError(f"no validation document has {n_content} tokens for the perturbation")
     x = np.stack(docs).astype(np.int32)
@@ -492,7 +505,7 @@ def perturbation_spread(model, store: corpus.TokenStore, cfg: PackingSweepConfig
         x_pert[r, j] = rng.choice(vocab[vocab != x[r, j]])
 
     def residuals(tokens: np.ndarray) -> np.ndarray:  # [L,B,T,D]
-        out = model(jnp.asarray(tokens), capture=Capture(residual=True))
+        out = apply(model, jnp.asarray(tokens), capture=Capture(residual=True))
         return np.stack([np.asarray(o.residual) for o in out.layers])
 
     bos = np.full((len(x), 1), corpus.BOS, np.int32)

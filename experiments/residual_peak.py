@@ -22,7 +22,6 @@ ablation split into its parts next to the paper's gaps.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from pathlib import Path
 from typing import Any
 
@@ -36,44 +35,55 @@ from sinks_jax.bb_runs import THREE_LAYER, BBRun, train_bb
 from sinks_jax.claims import check, check_if, ratio
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import (
-    ExperimentConfig,
+    BBConfig,
     TrainConfig,
     require,
+    run_config,
 )
+from sinks_jax.forward import jit_with_model
 from sinks_jax.model import Capture, ModelOutput
 
 
 @dataclasses.dataclass(frozen=True)
-class ResidualPeakConfig(ExperimentConfig):
-    """The 3-layer model is `model`; ablations change its layers and train `ablation_steps`.
-    Growth of the layer-0 parts is measured between the evals at `growth_from` and
-    `ablation_steps`, the same steps in every run."""
+class ResidualPeakSweep:
+    """Ablations train `ablation_steps`; growth of the layer-0 parts is measured between the
+    evals at `growth_from` and `ablation_steps`, the same steps in every run."""
 
     ablation_steps: int = 1000
     growth_from: int = 0
 
+
+@dataclasses.dataclass(frozen=True)
+class ResidualPeakConfig(BBConfig):
+    """The 3-layer model is `model`; ablations change its layers (see `ResidualPeakSweep`)."""
+
+    sweep: ResidualPeakSweep = ResidualPeakSweep()
+
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.model.n_layers == 3, "model.n_layers", self.model.n_layers, "3 (ablations)")
+        steps, start, every = (
+            self.sweep.ablation_steps,
+            self.sweep.growth_from,
+            self.train.eval_every,
+        )
         require(
-            0 < self.ablation_steps <= self.train.steps,
-            "ablation_steps",
-            self.ablation_steps,
+            0 < steps <= self.train.steps,
+            "sweep.ablation_steps",
+            steps,
             f"in [1, train.steps={self.train.steps}]",
         )
         require(
-            self.ablation_steps % self.train.eval_every == 0,
-            "ablation_steps",
-            self.ablation_steps,
-            f"a multiple of train.eval_every={self.train.eval_every}",
+            steps % every == 0,
+            "sweep.ablation_steps",
+            steps,
+            f"a multiple of train.eval_every={every}",
         )
         require(
-            0 <= self.growth_from < self.ablation_steps
-            and self.growth_from % self.train.eval_every == 0,
-            "growth_from",
-            self.growth_from,
-            f"a multiple of train.eval_every={self.train.eval_every} below "
-            f"ablation_steps={self.ablation_steps}",
+            0 <= start < steps and start % every == 0,
+            "sweep.growth_from",
+            start,
+            f"a multiple of train.eval_every={every} below sweep.ablation_steps={steps}",
         )
 
 
@@ -84,14 +94,12 @@ PRESETS = {
         # ablations 1000; six runs of 3000 would take about 24 minutes on 2 cores). The MLP-0
         # claims are therefore judged at 1000 steps; growth is measured from step 250.
         train=TrainConfig(steps=1000, eval_every=250, checkpoint_every=500),
-        ablation_steps=1000,
-        growth_from=250,
+        sweep=ResidualPeakSweep(ablation_steps=1000, growth_from=250),
     ),
     "paper": ResidualPeakConfig(
         **THREE_LAYER["paper"],
         train=TrainConfig(steps=10_000, eval_every=500, checkpoint_every=1000),
-        ablation_steps=10_000,
-        growth_from=1000,
+        sweep=ResidualPeakSweep(ablation_steps=10_000, growth_from=1000),
     ),
 }
 NOTES = {
@@ -148,9 +156,9 @@ def part_summary(part_BxTxD: jax.Array, residual_BxTxD: jax.Array) -> dict[str, 
     }
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _layer0_summary(graphdef, params, tokens_BxT):
-    out = nnx.merge(graphdef, params)(tokens_BxT, capture=PARTS_CAPTURE)
+@jit_with_model
+def _layer0_summary(model: nnx.Module, tokens_BxT):
+    out = model(tokens_BxT, capture=PARTS_CAPTURE)
     residual_BxTxD = out.layers[0].residual
     return {k: part_summary(p, residual_BxTxD) for k, p in layer0_parts(out).items()}
 
@@ -158,11 +166,10 @@ def _layer0_summary(graphdef, params, tokens_BxT):
 def layer0_summary(model: nnx.Module, tokens_BxT: jax.Array) -> dict[str, dict[str, float]]:
     """Host-side `part_summary` of each layer-0 part (Guo et al. §3.3: which block writes the
     BOS peak)."""
-    graphdef, params = nnx.split(model)
-    return jax.tree.map(float, jax.device_get(_layer0_summary(graphdef, params, tokens_BxT)))
+    return jax.tree.map(float, jax.device_get(_layer0_summary(model, tokens_BxT)))
 
 
-def train_run(cfg: ExperimentConfig, out_dir: Path | None, resume: Any = False) -> BBRun:
+def train_run(cfg: BBConfig, out_dir: Path | None, resume: Any = False) -> BBRun:
     """`bb_runs.train_bb` with the layer-0 decomposition in every eval row."""
 
     def parts(model: nnx.Module, evalset: analysis.BBEvalSet) -> dict[str, Any]:
@@ -179,33 +186,34 @@ def part_at(run: BBRun, part: str, key: str, step: int) -> float:
     return part_series(run, part, key)[run.steps.index(step)]
 
 
-def base_config(cfg: ResidualPeakConfig, steps: int, **model_changes) -> ExperimentConfig:
-    """The plain ExperimentConfig of one run."""
-    fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(ExperimentConfig)}
-    fields["model"] = dataclasses.replace(cfg.model, **model_changes)
-    fields["train"] = dataclasses.replace(cfg.train, steps=steps)
-    return ExperimentConfig(**fields)
+def base_config(cfg: ResidualPeakConfig, steps: int, **model_changes) -> BBConfig:
+    """The plain BBConfig of one run."""
+    return dataclasses.replace(
+        run_config(cfg),
+        model=dataclasses.replace(cfg.model, **model_changes),
+        train=dataclasses.replace(cfg.train, steps=steps),
+    )
 
 
 def layer0_gap_at(run: BBRun, step: int) -> float:
     return run.series("res_peak", 0)[run.steps.index(step)]
 
 
-def run_configs(cfg: ResidualPeakConfig) -> dict[str, ExperimentConfig]:
+def run_configs(cfg: ResidualPeakConfig) -> dict[str, BBConfig]:
     """Every run's config (built, so validated, before any training starts)."""
     configs = {
         "3 layers": base_config(cfg, cfg.train.steps),
         "1 layer": base_config(cfg, cfg.train.steps, n_layers=1),
     }
     for name, changes in ABLATIONS.items():
-        configs[name] = base_config(cfg, cfg.ablation_steps, **changes)
+        configs[name] = base_config(cfg, cfg.sweep.ablation_steps, **changes)
     return configs
 
 
 def growth(run: BBRun, cfg: ResidualPeakConfig) -> dict[str, float]:
     """Each layer-0 part of BOS (norm and share of the gap) at `growth_from` and
     `ablation_steps`, and its change between them; the same for the whole gap."""
-    t0, t1 = cfg.growth_from, cfg.ablation_steps
+    t0, t1 = cfg.sweep.growth_from, cfg.sweep.ablation_steps
     row: dict[str, float] = {}
     for part in PARTS:
         for key in ("bos", "others", "share"):
@@ -225,7 +233,7 @@ def run(cfg: ResidualPeakConfig, ctx: RunContext) -> dict[str, Any]:
         for name, c in configs.items()
     }
     main_run, one = runs["3 layers"], runs["1 layer"]
-    t0, t1 = cfg.growth_from, cfg.ablation_steps
+    t0, t1 = cfg.sweep.growth_from, cfg.sweep.ablation_steps
     gaps = {name: layer0_gap_at(runs[name], t1) for name in runs}
     grown = {name: growth(r, cfg) for name, r in runs.items()}
 
@@ -399,7 +407,7 @@ def notes(
     copy_layer: int,
 ) -> list[str]:
     """What was seen, in words, from the measured values."""
-    t0, t1 = cfg.growth_from, cfg.ablation_steps
+    t0, t1 = cfg.sweep.growth_from, cfg.sweep.ablation_steps
     g3 = grown["3 layers"]
     out = [
         f"3 layers, step {t1}: the layer-0 gap {g3[f'gap@{t1}']:.2f} = embedding "
@@ -489,7 +497,7 @@ def ablation_figure(ctx: RunContext, cfg: ResidualPeakConfig, runs: dict[str, BB
     """The gap at `ablation_steps` split into its embedding / attention-0 / MLP-0 shares, MLP-0's
     share over training in every run, and the paper's gaps."""
     plt = plotting.plt
-    t1 = cfg.ablation_steps
+    t1 = cfg.sweep.ablation_steps
     names = list(gaps)
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
     x = np.arange(len(names))
@@ -502,7 +510,7 @@ def ablation_figure(ctx: RunContext, cfg: ResidualPeakConfig, runs: dict[str, BB
     for n, r in runs.items():
         if n != "1 layer":  # its only MLP feeds the logits: shares of another scale
             axes[1].plot(r.steps, part_series(r, "mlp", "share"), marker=".", label=_short(n))
-    axes[1].axvline(cfg.growth_from, color="gray", lw=0.6, ls="--")
+    axes[1].axvline(cfg.sweep.growth_from, color="gray", lw=0.6, ls="--")
     axes[1].set_xlabel("step")
     axes[1].set_title("MLP-0 share of the gap over training")
     axes[1].legend(fontsize=6)

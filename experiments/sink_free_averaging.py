@@ -39,7 +39,8 @@ from sinks_jax import averaging as av
 from sinks_jax import plotting
 from sinks_jax.claims import check
 from sinks_jax.cli import Experiment, RunContext, main
-from sinks_jax.config import TrainConfig, require
+from sinks_jax.config import TrainConfig, require, run_config
+from sinks_jax.forward import apply
 from sinks_jax.model import Capture
 from sinks_jax.train import train
 
@@ -48,27 +49,40 @@ TASKS = ("averaging", "trigger", "dense")
 
 
 @dataclasses.dataclass(frozen=True)
-class SinkFreeConfig(av.AveragingExperimentConfig):
+class SinkFreeSweep:
     penalty: float = 1.0  # λ of the anti-sink penalty
     solved_rel_mse: float = 0.01
     trigger_prob: float = 0.5  # P(a trigger) in the `trigger` task (`dense` is fixed at 1/2)
     dense_variants: tuple[str, ...] = ("softmax", "relu")  # variants trained on `dense`
 
     def __post_init__(self) -> None:
-        require(self.penalty >= 0, "penalty", self.penalty, ">= 0")
+        require(self.penalty >= 0, "sweep.penalty", self.penalty, ">= 0")
+        require(self.solved_rel_mse > 0, "sweep.solved_rel_mse", self.solved_rel_mse, "> 0")
+        require(0.0 < self.trigger_prob < 1.0, "sweep.trigger_prob", self.trigger_prob, "in (0, 1)")
         require(
             set(self.dense_variants) <= set(VARIANTS),
-            "dense_variants",
+            "sweep.dense_variants",
             self.dense_variants,
             f"a subset of {VARIANTS}",
         )
-        require(bool(self.dense_variants), "dense_variants", self.dense_variants, "non-empty")
-        self.trigger_task()  # validates trigger_prob before any training
+        require(bool(self.dense_variants), "sweep.dense_variants", self.dense_variants, "non-empty")
+
+
+@dataclasses.dataclass(frozen=True)
+class SinkFreeConfig(av.AveragingExperimentConfig):
+    sweep: SinkFreeSweep = SinkFreeSweep()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.trigger_task()  # validates the trigger task's data before any training
 
     def trigger_task(self) -> av.TriggerQueryConfig:
         d = self.data
         return av.TriggerQueryConfig(
-            seq_len=d.seq_len, d_x=d.d_x, trigger_prob=self.trigger_prob, batch_size=d.batch_size
+            seq_len=d.seq_len,
+            d_x=d.d_x,
+            trigger_prob=self.sweep.trigger_prob,
+            batch_size=d.batch_size,
         )
 
     def dense_task(self) -> av.AveragingConfig:
@@ -79,7 +93,7 @@ PRESETS = {
     "quick": SinkFreeConfig(train=TrainConfig(steps=3000, eval_every=100, checkpoint_every=1000)),
     "paper": SinkFreeConfig(
         train=TrainConfig(steps=20_000, eval_every=500, checkpoint_every=5000),
-        dense_variants=VARIANTS,
+        sweep=SinkFreeSweep(dense_variants=VARIANTS),
     ),
 }
 NOTES = {
@@ -115,8 +129,7 @@ def penalised_loss(penalty: float):
 
     def loss_fn(model: nnx.Module, batch: av.AveragingBatch) -> jax.Array:
         out = model(batch.features, capture=Capture(attention=True))
-        err = ((out.logits - batch.targets) ** 2).sum(-1)
-        mse = (err * batch.target_mask).sum() / jnp.maximum(batch.target_mask.sum(), 1.0)
+        mse = av.masked_mse(out.logits, batch.targets, batch.target_mask)
         col = sum(o.attn_weights.mean(axis=(0, 2)).max(-1).sum() for o in out.layers)
         return mse + penalty * col
 
@@ -138,7 +151,7 @@ def sink_scores(model: nnx.Module, batch: av.AveragingBatch, conditional: bool) 
     """`averaging` and `dense`: largest over layers (head 0) of BOS attention of queries t ≥ 1 on
     inputs without a trigger (all inputs for the plain task), and SEP attention of queries after
     SEP."""
-    out = model(batch.features, capture=Capture(attention=True))
+    out = apply(model, batch.features, capture=Capture(attention=True))
     n = batch.features.shape[1]
     pos = jnp.arange(n)[None]
     no_trigger = ~batch.has_sep[:, None] if conditional else jnp.ones_like(batch.has_sep)[:, None]
@@ -157,7 +170,7 @@ def trigger_sink_scores(model: nnx.Module, batch: av.TriggerQueryBatch) -> dict[
     BOS, that BOS attention (`bos_sink`, Attn_<s> of Guo et al.) and the trigger queries' BOS
     attention (`bos_at_trigger`: ≈ 0 for an active head); `sep_sink`: the largest over layers of
     the attention later queries put on the trigger."""
-    out = model(batch.features, capture=Capture(attention=True))
+    out = apply(model, batch.features, capture=Capture(attention=True))
     n = batch.features.shape[1]
     pos = jnp.arange(n)[None]
     is_trigger = (pos == batch.query[:, None]) & batch.has_trigger[:, None]
@@ -217,7 +230,7 @@ def make_task(name: str, cfg: SinkFreeConfig) -> Task:
 
 
 def variants_for(task: str, cfg: SinkFreeConfig) -> tuple[str, ...]:
-    return tuple(v for v in VARIANTS if task != "dense" or v in cfg.dense_variants)
+    return tuple(v for v in VARIANTS if task != "dense" or v in cfg.sweep.dense_variants)
 
 
 def solved_step(evals: list[dict[str, Any]], solved: float) -> int | None:
@@ -226,14 +239,12 @@ def solved_step(evals: list[dict[str, Any]], solved: float) -> int | None:
 
 
 def train_one(cfg: SinkFreeConfig, ctx: RunContext, task_name: str, task: Task, variant: str):
-    base = av.AveragingExperimentConfig(
-        **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(av.AveragingExperimentConfig)}
-    )
+    base = run_config(cfg)
     attention = "softmax" if variant.startswith("softmax") else variant
     c = dataclasses.replace(
         base, data=task.data, model=dataclasses.replace(cfg.model, attention=attention)
     )
-    loss = penalised_loss(cfg.penalty) if "penalty" in variant else av.mse_loss
+    loss = penalised_loss(cfg.sweep.penalty) if "penalty" in variant else av.mse_loss
     return train(
         c,
         lambda rngs: av.make_model(c, rngs),
@@ -261,11 +272,11 @@ def run(cfg: SinkFreeConfig, ctx: RunContext) -> dict[str, Any]:
                 "final_rel_mse": evals[-1]["rel_mse"],
                 # every supervised position (trigger task: also the zeros after the trigger)
                 "final_rel_mse_all_positions": av.masked_rel_mse(result.model(), task.ev),
-                "solved_at_step": solved_step(evals, cfg.solved_rel_mse),
+                "solved_at_step": solved_step(evals, cfg.sweep.solved_rel_mse),
                 "bos_at_trigger": None,  # trigger task only (one column set for the table)
                 **task.sinks(result.model(), task.ev),
             }
-    claims = make_claims(results, cfg.solved_rel_mse)
+    claims = make_claims(results, cfg.sweep.solved_rel_mse)
     table = [{"task": t, "attention": v, **r} for (t, v), r in results.items()]
     figures = make_figures(ctx, results, curves, cfg)
     return {
@@ -351,7 +362,7 @@ def make_figures(ctx, results, curves, cfg: SinkFreeConfig) -> list[str]:
         base = results[(task, variants_for(task, cfg)[0])]["trigger_blind_baseline"]
         if base is not None:
             ax.axhline(base, color="k", ls="--", lw=1, label="trigger-blind")
-        ax.axhline(cfg.solved_rel_mse, color="grey", ls=":", lw=1, label="solved")
+        ax.axhline(cfg.sweep.solved_rel_mse, color="grey", ls=":", lw=1, label="solved")
         ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_ylabel("relMSE")

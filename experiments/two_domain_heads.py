@@ -46,8 +46,8 @@ from sinks_jax import analysis, metrics, plotting
 from sinks_jax.claims import Claim, check, ratio
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import (
-    DataConfig,
-    ExperimentConfig,
+    BBConfig,
+    BBDataConfig,
     ModelConfig,
     OptimConfig,
     TrainConfig,
@@ -63,6 +63,7 @@ from sinks_jax.data import (
     true_next_distribution,
 )
 from sinks_jax.errors import DataError
+from sinks_jax.forward import apply
 from sinks_jax.model import GPT, Capture, Interventions
 from sinks_jax.train import train
 
@@ -77,7 +78,7 @@ ACTIVE_DELTA_CE = 0.5  # nats: forcing the active head onto BOS breaks the copy
 
 
 @dataclasses.dataclass(frozen=True)
-class TwoDomainConfig(ExperimentConfig):
+class TwoDomainConfig(BBConfig):
     markers: tuple[str, ...] = MARKERS  # one model per marker
     domain_b_share: float = 0.5  # probability that a training sequence is from domain B
     # "absolute": BOS attention on B > 0.9 (Guo et al.); "relative": ≥ 0.9 × the head's own BOS
@@ -99,14 +100,14 @@ class TwoDomainConfig(ExperimentConfig):
 PRESETS = {
     "quick": TwoDomainConfig(
         model=ModelConfig(d_model=64, d_mlp=256, n_layers=2, n_heads=1, max_len=64),
-        data=DataConfig(seq_len=64, batch_size=64, eval_batch_size=256),
+        data=BBDataConfig(seq_len=64, batch_size=64, eval_batch_size=256),
         optim=OptimConfig(name="adamw", lr=2e-3, b1=0.9, b2=0.99, weight_decay=1e-4),
         train=TrainConfig(steps=1500, eval_every=250, checkpoint_every=500),
         bos_claim="relative",
     ),
     "paper": TwoDomainConfig(
         model=ModelConfig(d_model=256, d_mlp=1024, n_layers=3, n_heads=4, max_len=256),
-        data=DataConfig(seq_len=256, batch_size=512, eval_batch_size=256),
+        data=BBDataConfig(seq_len=256, batch_size=512, eval_batch_size=256),
         optim=OptimConfig(name="adamw", lr=3e-4, b1=0.9, b2=0.99, weight_decay=1e-4),
         train=TrainConfig(steps=10_000, eval_every=500, checkpoint_every=1000),
         bos_claim="absolute",
@@ -213,7 +214,9 @@ def role_attention(
     trigger_chars = jnp.asarray(domains.a.trigger_mask)
     out = {}
     for name, batch, role in zip(("A", "B"), (ev_a, ev_b), domains.trigger_roles(), strict=True):
-        att = model(batch.inputs, capture=Capture(attention=True)).layers[head[0]].attn_weights
+        att = (
+            apply(model, batch.inputs, capture=Capture(attention=True)).layers[head[0]].attn_weights
+        )
         trig = trigger_chars[batch.inputs].at[:, 0].set(False)
         queries = {"all": jnp.ones_like(trig), "trigger_chars": trig, "other_chars": ~trig}
         role_BxT = jnp.asarray(role)[batch.inputs]
@@ -227,7 +230,7 @@ def domain_attention(model: nnx.Module, inputs: jax.Array, trigger_chars: jax.Ar
     """Per layer, per head: BOS attention over all queries t >= 1, over non-trigger and over
     trigger-character queries; previous-token attention on trigger-character queries; and the
     attention targets (`attention_targets`) for each query set in `QUERY_SETS`."""
-    out = model(inputs, capture=Capture(attention=True))
+    out = apply(model, inputs, capture=Capture(attention=True))
     trig = trigger_chars[inputs].at[:, 0].set(False)
     queries = {"all": jnp.ones_like(trig), "trigger_chars": trig, "other_chars": ~trig}
     rows = []
@@ -261,7 +264,7 @@ def domain_ce(
 ) -> float:
     """Cross-entropy (nats) of the model's next-token distribution against the data's, averaged
     over queries t >= 1 (optionally only those in `query_BxT`)."""
-    logits_BxTxV = model(inputs_BxT, interventions=interventions).logits
+    logits_BxTxV = apply(model, inputs_BxT, interventions=interventions).logits
     ce_BxT = -(true_next_BxTxV * jax.nn.log_softmax(logits_BxTxV)).sum(-1)
     queries_BxT = jnp.broadcast_to(jnp.arange(inputs_BxT.shape[1])[None] >= 1, ce_BxT.shape)
     if query_BxT is not None:

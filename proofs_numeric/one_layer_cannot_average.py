@@ -100,9 +100,7 @@ def jacobian_matrix(model: nnx.Module, cfg: av.AveragingConfig, seed: int) -> np
     def features(x_NxX, p):
         pos = jnp.arange(t + 1)
         is_sep = pos == p
-        is_content = (pos > 0) & ~is_sep
-        ind = jnp.stack([pos == 0, is_sep, is_content, jnp.zeros_like(is_sep)], -1)
-        return jnp.concatenate([x_NxX * is_content[:, None], ind.astype(x_NxX.dtype)], -1)
+        return av.token_features(x_NxX, pos == 0, is_sep, (pos > 0) & ~is_sep)
 
     def y_t(x_NxX, p):
         return m64(features(x_NxX, p)[None]).logits[0, -1] @ u

@@ -50,7 +50,7 @@ import numpy as np
 from proofs_numeric import mixing_toy as toy
 from proofs_numeric.mixing_toy import NO_SINK, REGULAR, Sink
 from sinks_jax import metrics, plotting
-from sinks_jax.claims import check
+from sinks_jax.claims import Claim, check
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import require
 
@@ -251,6 +251,27 @@ def pure_attention(cfg: OverMixingConfig) -> dict[str, Any]:
     }
 
 
+def pure_attention_claims(summ: dict[str, Any]) -> list[Claim]:
+    """Pure attention collapses, and a zero-value sink cannot help (μ is scale-invariant)."""
+    sp = summ["spread"]
+    return [
+        check(
+            "pure_attention_median_mu_L_over_mu_0_no_sink",
+            sp["pure: μ(L)/μ(0), a = 0"]["median"],
+            "<=",
+            1e-2,
+            "pure attention loses rank (doubly) exponentially with depth (Dong et al. 2021)",
+        ),
+        check(
+            "pure_attention_mass_sink_max_abs_change_of_mu",
+            summ["pure_max_abs_diff"],
+            "<=",
+            1e-10,
+            "a zero-value sink only rescales A·X; μ is scale-invariant: no help without residual",
+        ),
+    ]
+
+
 def rank_collapse(cfg: OverMixingConfig) -> dict[str, Any]:
     """Checks 1-3 (pre-LN residual stack): μ vs depth per draw for each sink, depth to μ*, the
     early rate, the smallest sink keeping the median μ(L) ≥ μ_target."""
@@ -292,6 +313,60 @@ def rank_collapse(cfg: OverMixingConfig) -> dict[str, Any]:
     }
 
 
+def rank_collapse_claims(
+    cfg: OverMixingConfig, summ: dict[str, Any], rc: dict[str, Any]
+) -> list[Claim]:
+    """Pre-LN residual dilution, the sink as a depth rescaling, and the sink each depth needs."""
+    sp = summ["spread"]
+    mu_end = [summ["mu_end"][a] for a in cfg.a_values]
+    rates = [abs(summ["early_rate"][a]) for a in cfg.a_values]
+    req_a = [rc["required_a"][d] for d in cfg.bisect_depths]
+    return [
+        check(
+            "rank_collapse_median_mu_L_over_mu_0_no_sink",
+            sp["residual: μ(L)/μ(0), a = 0"]["median"],
+            "<=",
+            0.3,
+            "μ decreases with depth (Dong et al. 2021); with pre-LN residual a slow dilution",
+        ),
+        check(
+            "median_mu_at_max_depth_strictly_increasing_in_a",
+            int(_strictly_increasing(mu_end)),
+            "==",
+            1,
+            "a sink slows collapse",
+        ),
+        check(
+            "depth_to_mu_star_times_1_minus_a_max_over_min",
+            summ["depth_star_ratio"]["median"],
+            "<=",
+            round(summ["rescale_bound"], 4),
+            "a sink of mass a rescales depth by 1/(1 − a) (first order)",
+        ),
+        check(
+            "early_rate_magnitude_strictly_decreasing_in_a",
+            int(np.all(np.diff(rates) < 0)),
+            "==",
+            1,
+            "a sink slows collapse from the first layers",
+        ),
+        check(
+            "required_a_nondecreasing_in_depth",
+            int(np.all(np.diff(req_a) >= 0)),
+            "==",
+            1,
+            "deeper models need stronger sinks",
+        ),
+        check(
+            "required_a_deepest_minus_shallowest",
+            req_a[-1] - req_a[0],
+            ">",
+            0.0,
+            "strictly larger at the deepest than the shallowest depth",
+        ),
+    ]
+
+
 @functools.partial(jax.jit, static_argnames=("depth",))
 def _mixing_N(weights, x_NxTxD, sink: Sink, depth: int | None = None):
     """[N] mixing ratio M of the last token, per draw."""
@@ -316,6 +391,35 @@ def sensitivity(cfg: OverMixingConfig) -> dict[str, Any]:
         scaled = toy.last_token_jacobian(x, w, Sink("mass", a), depth=1)[:-1]
         errs.append(float(jnp.abs(scaled - (1 - a) * base).max() / jnp.abs(base).max()))
     return {"mixing": m, "identity_max_rel_error": max(errs)}
+
+
+def sensitivity_claims(cfg: OverMixingConfig, sens: dict[str, Any]) -> list[Claim]:
+    """The mixing Jacobian: exact (1 − a) identity, less mixing with a sink, more with depth."""
+    m, depths, a0 = sens["mixing"], cfg.sensitivity_depths, cfg.a_values[0]
+    decreasing_in_a = all(np.all(np.diff([m[(d, a)] for a in cfg.a_values]) < 0) for d in depths)
+    return [
+        check(
+            "identity_L1_attention_jacobian_scales_by_1_minus_a",
+            sens["identity_max_rel_error"],
+            "<=",
+            1e-10,
+            "exact identity",
+        ),
+        check(
+            "median_mixing_ratio_decreasing_in_a_every_depth",
+            int(decreasing_in_a),
+            "==",
+            1,
+            "a sink reduces mixing",
+        ),
+        check(
+            "median_mixing_ratio_increasing_in_depth_no_sink",
+            int(_strictly_increasing([m[(d, a0)] for d in depths])),
+            "==",
+            1,
+            "deeper mixes more",
+        ),
+    ]
 
 
 def context_length(cfg: OverMixingConfig) -> dict[str, Any]:
@@ -346,6 +450,23 @@ def context_length(cfg: OverMixingConfig) -> dict[str, Any]:
         slope, r2 = _slope(np.log(cfg.context_ns), b_needed)
         out[depth] = {"m_fixed_b": m_fixed, "b_needed": b_needed, "slope": slope, "r2": r2}
     return out
+
+
+def context_length_claims(ctxlen: dict[int, Any]) -> list[Claim]:
+    """Longer contexts mix more, and the sink logit they need grows like ln n."""
+    c1 = ctxlen[1]
+    return [
+        check(
+            "mixing_ratio_increasing_in_context_L1",
+            int(_strictly_increasing(c1["m_fixed_b"])),
+            "==",
+            1,
+            "longer context mixes more",
+        ),
+        check("b_of_n_slope_vs_ln_n_L1_low", c1["slope"], ">=", 0.5, "b(n) ∝ ln n, slope 1"),
+        check("b_of_n_slope_vs_ln_n_L1_high", c1["slope"], "<=", 1.5, "b(n) ∝ ln n, slope 1"),
+        check("b_of_n_fit_r2_L1", c1["r2"], ">=", 0.9, "b(n) linear in ln n"),
+    ]
 
 
 @functools.partial(jax.jit, static_argnames=("depth",))
@@ -382,6 +503,46 @@ def first_token(cfg: OverMixingConfig) -> dict[str, Any]:
     }
 
 
+def first_token_claims(
+    cfg: OverMixingConfig, summ: dict[str, Any], first: dict[str, Any]
+) -> list[Claim]:
+    """Influence piles up on the first token (linear: exact; softmax: median over draws)."""
+    sp = summ["spread"]
+    lin = first["linear"]
+    lin_ratios = [lin[d]["ratio"] for d in cfg.influence_depths]
+    mono_l2 = all(lin[d]["spearman"] <= -0.999 for d in cfg.influence_depths if d >= 2)
+    return [
+        check(
+            "influence_decreasing_in_position_linear_L_ge_2",
+            int(mono_l2),
+            "==",
+            1,
+            "Spearman ρ = −1",
+        ),
+        check(
+            "influence_ratio_first_over_last_increasing_in_depth",
+            int(_strictly_increasing(lin_ratios)),
+            "==",
+            1,
+            "1.0, 3.3, 24.5, 654 (exact, linear uniform)",
+        ),
+        check(
+            "median_influence_spearman_softmax_L8",
+            sp["softmax L = 8: Spearman ρ(position, influence)"]["median"],
+            "<=",
+            -0.8,
+            "first token is where mixing piles up",
+        ),
+        check(
+            "median_influence_first_over_median_softmax_L8",
+            sp["softmax L = 8: influence(first) / median influence"]["median"],
+            ">",
+            1.0,
+            "the first token is the most influential",
+        ),
+    ]
+
+
 def representational_collapse(cfg: OverMixingConfig) -> dict[str, Any]:
     """Check 7: last-token distance between sequences differing in one middle token (a) or in
     one extra repeat (b), one layer without positions; also with a sink and with 4 layers."""
@@ -415,6 +576,41 @@ def representational_collapse(cfg: OverMixingConfig) -> dict[str, Any]:
             "slope_longer": _slope(logn, np.log(dist_b))[0],
         }
     return out
+
+
+def representational_collapse_claims(collapse: dict[str, Any]) -> list[Claim]:
+    """Representational collapse: distances shrink like 1/n and 1/n²."""
+    nc = collapse["no sink, 1 layer"]
+    return [
+        check(
+            "collapse_slope_one_token_changed_low",
+            nc["slope_changed"],
+            ">=",
+            -1.3,
+            "distance ∝ 1/n",
+        ),
+        check(
+            "collapse_slope_one_token_changed_high",
+            nc["slope_changed"],
+            "<=",
+            -0.7,
+            "distance ∝ 1/n",
+        ),
+        check(
+            "collapse_slope_one_more_repeat_low",
+            nc["slope_longer"],
+            ">=",
+            -2.3,
+            "distance ∝ 1/n²",
+        ),
+        check(
+            "collapse_slope_one_more_repeat_high",
+            nc["slope_longer"],
+            "<=",
+            -1.7,
+            "distance ∝ 1/n²",
+        ),
+    ]
 
 
 def jacobian_bound(cfg: OverMixingConfig) -> dict[str, Any]:
@@ -469,6 +665,19 @@ def jacobian_bound(cfg: OverMixingConfig) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------
 # Run
+
+
+def jacobian_bound_claims(bound: dict[str, Any]) -> list[Claim]:
+    """The Jacobian bound holds on every (token, instance) pair."""
+    return [
+        check(
+            "jacobian_bound_violations",
+            bound["violations"],
+            "==",
+            0,
+            f"0 of {bound['pairs']} (token, instance) pairs",
+        ),
+    ]
 
 
 def run(cfg: OverMixingConfig, ctx: RunContext) -> dict[str, Any]:
@@ -602,171 +811,16 @@ def _euler_fit(a_values, depth_A) -> dict[str, float]:
     return {"T_star": float(np.mean(t) - c * np.mean(h)), "c": c, "r2": r2}
 
 
-def make_claims(cfg, summ, rc, sens, ctxlen, first, collapse, bound):
-    a0 = cfg.a_values[0]
-    sp = summ["spread"]
-    mu_end = [summ["mu_end"][a] for a in cfg.a_values]
-    rates = [abs(summ["early_rate"][a]) for a in cfg.a_values]
-    req_a = [rc["required_a"][d] for d in cfg.bisect_depths]
-    m = sens["mixing"]
-    depths = cfg.sensitivity_depths
-    decreasing_in_a = all(np.all(np.diff([m[(d, a)] for a in cfg.a_values]) < 0) for d in depths)
-    lin = first["linear"]
-    lin_ratios = [lin[d]["ratio"] for d in cfg.influence_depths]
-    mono_l2 = all(lin[d]["spearman"] <= -0.999 for d in cfg.influence_depths if d >= 2)
-    c1 = ctxlen[1]
-    nc = collapse["no sink, 1 layer"]
+def make_claims(cfg, summ, rc, sens, ctxlen, first, collapse, bound) -> list[Claim]:
+    """Every check's claims, in the order of the checks (each defined next to its check)."""
     return [
-        check(
-            "pure_attention_median_mu_L_over_mu_0_no_sink",
-            sp["pure: μ(L)/μ(0), a = 0"]["median"],
-            "<=",
-            1e-2,
-            "pure attention loses rank (doubly) exponentially with depth (Dong et al. 2021)",
-        ),
-        check(
-            "pure_attention_mass_sink_max_abs_change_of_mu",
-            summ["pure_max_abs_diff"],
-            "<=",
-            1e-10,
-            "a zero-value sink only rescales A·X; μ is scale-invariant: no help without residual",
-        ),
-        check(
-            "rank_collapse_median_mu_L_over_mu_0_no_sink",
-            sp["residual: μ(L)/μ(0), a = 0"]["median"],
-            "<=",
-            0.3,
-            "μ decreases with depth (Dong et al. 2021); with pre-LN residual a slow dilution",
-        ),
-        check(
-            "median_mu_at_max_depth_strictly_increasing_in_a",
-            int(_strictly_increasing(mu_end)),
-            "==",
-            1,
-            "a sink slows collapse",
-        ),
-        check(
-            "depth_to_mu_star_times_1_minus_a_max_over_min",
-            summ["depth_star_ratio"]["median"],
-            "<=",
-            round(summ["rescale_bound"], 4),
-            "a sink of mass a rescales depth by 1/(1 − a) (first order)",
-        ),
-        check(
-            "early_rate_magnitude_strictly_decreasing_in_a",
-            int(np.all(np.diff(rates) < 0)),
-            "==",
-            1,
-            "a sink slows collapse from the first layers",
-        ),
-        check(
-            "required_a_nondecreasing_in_depth",
-            int(np.all(np.diff(req_a) >= 0)),
-            "==",
-            1,
-            "deeper models need stronger sinks",
-        ),
-        check(
-            "required_a_deepest_minus_shallowest",
-            req_a[-1] - req_a[0],
-            ">",
-            0.0,
-            "strictly larger at the deepest than the shallowest depth",
-        ),
-        check(
-            "identity_L1_attention_jacobian_scales_by_1_minus_a",
-            sens["identity_max_rel_error"],
-            "<=",
-            1e-10,
-            "exact identity",
-        ),
-        check(
-            "median_mixing_ratio_decreasing_in_a_every_depth",
-            int(decreasing_in_a),
-            "==",
-            1,
-            "a sink reduces mixing",
-        ),
-        check(
-            "median_mixing_ratio_increasing_in_depth_no_sink",
-            int(_strictly_increasing([m[(d, a0)] for d in depths])),
-            "==",
-            1,
-            "deeper mixes more",
-        ),
-        check(
-            "mixing_ratio_increasing_in_context_L1",
-            int(_strictly_increasing(c1["m_fixed_b"])),
-            "==",
-            1,
-            "longer context mixes more",
-        ),
-        check("b_of_n_slope_vs_ln_n_L1_low", c1["slope"], ">=", 0.5, "b(n) ∝ ln n, slope 1"),
-        check("b_of_n_slope_vs_ln_n_L1_high", c1["slope"], "<=", 1.5, "b(n) ∝ ln n, slope 1"),
-        check("b_of_n_fit_r2_L1", c1["r2"], ">=", 0.9, "b(n) linear in ln n"),
-        check(
-            "influence_decreasing_in_position_linear_L_ge_2",
-            int(mono_l2),
-            "==",
-            1,
-            "Spearman ρ = −1",
-        ),
-        check(
-            "influence_ratio_first_over_last_increasing_in_depth",
-            int(_strictly_increasing(lin_ratios)),
-            "==",
-            1,
-            "1.0, 3.3, 24.5, 654 (exact, linear uniform)",
-        ),
-        check(
-            "median_influence_spearman_softmax_L8",
-            sp["softmax L = 8: Spearman ρ(position, influence)"]["median"],
-            "<=",
-            -0.8,
-            "first token is where mixing piles up",
-        ),
-        check(
-            "median_influence_first_over_median_softmax_L8",
-            sp["softmax L = 8: influence(first) / median influence"]["median"],
-            ">",
-            1.0,
-            "the first token is the most influential",
-        ),
-        check(
-            "collapse_slope_one_token_changed_low",
-            nc["slope_changed"],
-            ">=",
-            -1.3,
-            "distance ∝ 1/n",
-        ),
-        check(
-            "collapse_slope_one_token_changed_high",
-            nc["slope_changed"],
-            "<=",
-            -0.7,
-            "distance ∝ 1/n",
-        ),
-        check(
-            "collapse_slope_one_more_repeat_low",
-            nc["slope_longer"],
-            ">=",
-            -2.3,
-            "distance ∝ 1/n²",
-        ),
-        check(
-            "collapse_slope_one_more_repeat_high",
-            nc["slope_longer"],
-            "<=",
-            -1.7,
-            "distance ∝ 1/n²",
-        ),
-        check(
-            "jacobian_bound_violations",
-            bound["violations"],
-            "==",
-            0,
-            f"0 of {bound['pairs']} (token, instance) pairs",
-        ),
+        *pure_attention_claims(summ),
+        *rank_collapse_claims(cfg, summ, rc),
+        *sensitivity_claims(cfg, sens),
+        *context_length_claims(ctxlen),
+        *first_token_claims(cfg, summ, first),
+        *representational_collapse_claims(collapse),
+        *jacobian_bound_claims(bound),
     ]
 
 

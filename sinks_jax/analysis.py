@@ -4,7 +4,6 @@ layer and head, computed in one jit-compiled forward pass that captures the obse
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import jax
@@ -14,6 +13,7 @@ from flax import nnx
 
 from sinks_jax import metrics
 from sinks_jax.data import Batch, BigramBackcopyTask, trigger_positions, true_next_distribution
+from sinks_jax.forward import apply, jit_with_model
 from sinks_jax.model import Capture, Interventions
 
 BB_CAPTURE = Capture(attention=True, values=True, residual=True)
@@ -34,10 +34,9 @@ class BBEvalSet:
         )
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4))
-def _analyse(graphdef, params, inputs, extra, interventions: Interventions):
+def _analyse(model: nnx.Module, inputs, extra, interventions: Interventions):
     trigger_BxT, true_next_BxTxV = extra
-    out = nnx.merge(graphdef, params)(inputs, capture=BB_CAPTURE, interventions=interventions)
+    out = model(inputs, capture=BB_CAPTURE, interventions=interventions)
     per_layer = []
     for obs in out.layers:
         row: dict[str, Any] = {}
@@ -59,17 +58,18 @@ def _analyse(graphdef, params, inputs, extra, interventions: Interventions):
     return per_layer, risks
 
 
+_analyse_jit = jit_with_model(_analyse, static_argnames=("interventions",))
+
+
 def analyse(
     model: nnx.Module, evalset: BBEvalSet, interventions: Interventions = Interventions()
 ) -> dict[str, Any]:
     """Host-side dict: risks (floats) and `layers`, a list (per layer) of per-head lists."""
-    graphdef, params = nnx.split(model)
-    per_layer, risks = _analyse(
-        graphdef,
-        params,
+    per_layer, risks = _analyse_jit(
+        model,
         evalset.batch.inputs,
         (evalset.trigger_BxT, evalset.true_next_BxTxV),
-        interventions,
+        interventions=interventions,
     )
     per_layer, risks = jax.device_get((per_layer, risks))
     return {
@@ -82,8 +82,8 @@ def attention_weights(
     model: nnx.Module, tokens_BxT: jax.Array, interventions: Interventions = Interventions()
 ) -> np.ndarray:
     """[L, B, H, T, T] attention weights (layers without attention are all zeros)."""
-    out = model(
-        jnp.asarray(tokens_BxT), capture=Capture(attention=True), interventions=interventions
+    out = apply(
+        model, jnp.asarray(tokens_BxT), capture=Capture(attention=True), interventions=interventions
     )
     b, t = tokens_BxT.shape
     h = model.cfg.n_heads

@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from sinks_jax.config import ModelConfig, OptimConfig, TrainConfig, require
+from sinks_jax.config import ModelConfig, OptimConfig, RunConfig, TrainConfig, require
+from sinks_jax.forward import apply
 from sinks_jax.model import Capture, VectorTransformer
 from sinks_jax.train import TrainResult, train
 
@@ -41,21 +42,21 @@ class AveragingConfig:
     batch_size: int = 64
 
     def __post_init__(self) -> None:
-        require(self.seq_len >= 3, "task.seq_len", self.seq_len, "an integer >= 3")
-        require(self.d_x >= 1, "task.d_x", self.d_x, "an integer >= 1")
+        require(self.seq_len >= 3, "data.seq_len", self.seq_len, "an integer >= 3")
+        require(self.d_x >= 1, "data.d_x", self.d_x, "an integer >= 1")
         require(
             1 <= self.p_min <= self.sep_max,
-            "task.p_min",
+            "data.p_min",
             self.p_min,
             f"in [1, p_max={self.sep_max}]",
         )
         require(
             self.sep_max <= self.seq_len - 1,
-            "task.p_max",
+            "data.p_max",
             self.p_max,
             f"<= seq_len - 1 = {self.seq_len - 1} (0 means seq_len - 1)",
         )
-        require(self.batch_size >= 1, "task.batch_size", self.batch_size, "an integer >= 1")
+        require(self.batch_size >= 1, "data.batch_size", self.batch_size, "an integer >= 1")
 
     @property
     def sep_max(self) -> int:
@@ -64,6 +65,21 @@ class AveragingConfig:
     @property
     def n_features(self) -> int:
         return self.d_x + 4
+
+
+def token_features(x_NxX: jax.Array, is_bos, is_sep, is_content) -> jax.Array:
+    """The token layout of every averaging task, [..., N, d_x + 4]: the content vector (zero on
+    non-content tokens), then one-hot BOS / SEP (or trigger) / CONTENT slots and an empty TAG
+    slot (`BOS, SEP, CONTENT, TAG` are their offsets after the d_x content dims)."""
+    x_NxX = jnp.where(is_content[..., None], x_NxX, 0.0)
+    slots = jnp.stack([is_bos, is_sep, is_content, jnp.zeros_like(is_bos)], axis=-1)
+    return jnp.concatenate([x_NxX, slots.astype(x_NxX.dtype)], axis=-1)
+
+
+def masked_mse(pred_BxNxX: jax.Array, target_BxNxX: jax.Array, mask_BxN: jax.Array) -> jax.Array:
+    """Squared error summed over d_x, averaged over the positions where `mask` is 1."""
+    err_BxN = ((pred_BxNxX - target_BxNxX) ** 2).sum(-1)
+    return (err_BxN * mask_BxN).sum() / jnp.maximum(mask_BxN.sum(), 1.0)
 
 
 @struct.dataclass
@@ -88,11 +104,8 @@ def sample(cfg: AveragingConfig, key: jax.Array, batch_size: int | None = None) 
     is_bos = jnp.broadcast_to(pos_N == 0, (b, n))
     is_sep = pos_N[None] == sep_B[:, None]
     is_content = ~is_bos & ~is_sep
+    features = token_features(x_BxNxX, is_bos, is_sep, is_content)
     x_BxNxX = jnp.where(is_content[..., None], x_BxNxX, 0.0)
-    indicators = jnp.stack([is_bos, is_sep, is_content, jnp.zeros_like(is_bos)], axis=-1).astype(
-        jnp.float32
-    )
-    features = jnp.concatenate([x_BxNxX, indicators], axis=-1)
 
     if cfg.conditional:  # mean of all content so far, once the trigger has been seen; else 0
         averaged_BxN = is_content
@@ -133,7 +146,7 @@ def rel_mse(pred_BxX: jax.Array, target_BxX: jax.Array) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class AveragingExperimentConfig:
+class AveragingExperimentConfig(RunConfig):
     """An attention model trained on the averaging task (`data` is the task, as in the BB
     experiments; `model.vocab_size` and `max_len` are unused)."""
 
@@ -149,10 +162,9 @@ class AveragingExperimentConfig:
         init="torch",  # PyTorch defaults; with GPT-2 N(0, 0.02) and no biases training stalls
         use_bias=False,  # W_Q W_Kᵀ is then the whole bilinear form of a head
     )
-    data: AveragingConfig = AveragingConfig()
     optim: OptimConfig = OptimConfig(name="adam", lr=3e-3, b2=0.99, weight_decay=0.0)
     train: TrainConfig = TrainConfig(steps=3000, eval_every=250, checkpoint_every=1000)
-    seed: int = 0
+    data: AveragingConfig = AveragingConfig()
 
 
 def make_model(cfg: AveragingExperimentConfig, rngs: nnx.Rngs) -> VectorTransformer:
@@ -161,9 +173,7 @@ def make_model(cfg: AveragingExperimentConfig, rngs: nnx.Rngs) -> VectorTransfor
 
 def mse_loss(model: nnx.Module, batch: AveragingBatch) -> jax.Array:
     """Squared error summed over d_x, averaged over target positions."""
-    pred = model(batch.features).logits
-    err = ((pred - batch.targets) ** 2).sum(-1)
-    return (err * batch.target_mask).sum() / jnp.maximum(batch.target_mask.sum(), 1.0)
+    return masked_mse(model(batch.features).logits, batch.targets, batch.target_mask)
 
 
 def last_position_rel_mse(model: nnx.Module, batch: AveragingBatch) -> float:
@@ -197,7 +207,7 @@ def ctr_metrics(model: nnx.Module, batch: AveragingBatch) -> dict[str, float]:
     ‖mean o‖² / mean ‖o‖² over the post-SEP layer-1 outputs o_t (1 = one common tag);
     `pre_sep_tag_energy`: the same over the pre-SEP tokens (1 ≤ t < p); `retrieval_mass`: the
     last query's layer-2 attention on the post-SEP tokens."""
-    out = model(batch.features, capture=Capture(attention=True, blocks=True))
+    out = apply(model, batch.features, capture=Capture(attention=True, blocks=True))
     pred = out.logits[:, -1]
     n = batch.features.shape[1]
     pos = jnp.arange(n)[None]
@@ -252,22 +262,22 @@ class TriggerQueryConfig:
     batch_size: int = 64
 
     def __post_init__(self) -> None:
-        require(self.seq_len >= 2, "task.seq_len", self.seq_len, "an integer >= 2")
-        require(self.d_x >= 1, "task.d_x", self.d_x, "an integer >= 1")
+        require(self.seq_len >= 2, "data.seq_len", self.seq_len, "an integer >= 2")
+        require(self.d_x >= 1, "data.d_x", self.d_x, "an integer >= 1")
         require(
             2 <= self.p_min <= self.query_max,
-            "task.p_min",
+            "data.p_min",
             self.p_min,
             f"in [2, p_max={self.query_max}] (a trigger needs content before it)",
         )
         require(
             self.query_max <= self.seq_len,
-            "task.p_max",
+            "data.p_max",
             self.p_max,
             f"<= seq_len = {self.seq_len} (0 means seq_len)",
         )
-        require(0.0 < self.trigger_prob < 1.0, "task.trigger_prob", self.trigger_prob, "in (0, 1)")
-        require(self.batch_size >= 1, "task.batch_size", self.batch_size, "an integer >= 1")
+        require(0.0 < self.trigger_prob < 1.0, "data.trigger_prob", self.trigger_prob, "in (0, 1)")
+        require(self.batch_size >= 1, "data.batch_size", self.batch_size, "an integer >= 1")
 
     @property
     def query_max(self) -> int:
@@ -310,11 +320,7 @@ def sample_trigger_query(
     is_bos = jnp.broadcast_to(pos_N == 0, (b, n))
     is_trigger = (pos_N[None] == query_B[:, None]) & has_B[:, None]
     is_content = ~is_bos & ~is_trigger
-    x_BxNxX = jnp.where(is_content[..., None], x_BxNxX, 0.0)
-    indicators = jnp.stack(
-        [is_bos, is_trigger, is_content, jnp.zeros_like(is_bos)], axis=-1
-    ).astype(jnp.float32)
-    features = jnp.concatenate([x_BxNxX, indicators], axis=-1)
+    features = token_features(x_BxNxX, is_bos, is_trigger, is_content)
     targets = jnp.where(is_trigger[..., None], preceding_content_mean(features, cfg.d_x), 0.0)
     chex.assert_shape(features, (b, n, cfg.n_features))
     return TriggerQueryBatch(features, targets, jnp.ones((b, n), jnp.float32), query_B, has_B)
@@ -338,13 +344,13 @@ def at_query(x_BxNx: jax.Array, query_B: jax.Array) -> jax.Array:
 
 def query_rel_mse(model: nnx.Module, batch: TriggerQueryBatch) -> float:
     """relMSE at the query positions (the trigger when present, a content token otherwise)."""
-    pred = at_query(model(batch.features).logits, batch.query)
+    pred = at_query(apply(model, batch.features).logits, batch.query)
     return float(rel_mse(pred, at_query(batch.targets, batch.query)))
 
 
 def masked_rel_mse(model: nnx.Module, batch: Any) -> float:
     """Σ_masked ‖y − y*‖² / Σ_masked ‖y*‖² over every supervised position (dense tasks)."""
-    pred = model(batch.features).logits
+    pred = apply(model, batch.features).logits
     err = (((pred - batch.targets) ** 2).sum(-1) * batch.target_mask).sum()
     return float(err / ((batch.targets**2).sum(-1) * batch.target_mask).sum())
 

@@ -12,7 +12,7 @@ from typing import Any
 from flax import nnx
 
 from sinks_jax import analysis
-from sinks_jax.config import DataConfig, ExperimentConfig, ModelConfig, OptimConfig
+from sinks_jax.config import BBConfig, BBDataConfig, ModelConfig, OptimConfig
 from sinks_jax.data import BigramBackcopyTask, batch_for_step, eval_batch, make_task
 from sinks_jax.model import GPT
 from sinks_jax.train import TrainResult, train
@@ -22,12 +22,12 @@ from sinks_jax.train import TrainResult, train
 THREE_LAYER: dict[str, dict[str, Any]] = {
     "quick": {
         "model": ModelConfig(d_model=64, d_mlp=256, n_layers=3, n_heads=1, max_len=64),
-        "data": DataConfig(seq_len=64, batch_size=64, eval_batch_size=256),
+        "data": BBDataConfig(seq_len=64, batch_size=64, eval_batch_size=256),
         "optim": OptimConfig(name="adamw", lr=1e-3, b1=0.9, b2=0.99, weight_decay=1e-4),
     },
     "paper": {
         "model": ModelConfig(d_model=256, d_mlp=1024, n_layers=3, n_heads=1, max_len=256),
-        "data": DataConfig(seq_len=256, batch_size=512, eval_batch_size=256),
+        "data": BBDataConfig(seq_len=256, batch_size=512, eval_batch_size=256),
         "optim": OptimConfig(name="adamw", lr=3e-4, b1=0.9, b2=0.99, weight_decay=1e-4),
     },
 }
@@ -37,7 +37,7 @@ THREE_LAYER: dict[str, dict[str, Any]] = {
 class BBRun:
     """A trained BB model, its task and eval set, and the eval rows over training."""
 
-    cfg: ExperimentConfig
+    cfg: BBConfig
     task: BigramBackcopyTask
     evalset: analysis.BBEvalSet
     result: TrainResult
@@ -63,7 +63,7 @@ class BBRun:
 
 
 def train_bb(
-    cfg: ExperimentConfig,
+    cfg: BBConfig,
     out_dir: Path | None,
     resume: bool = False,
     extra_eval: Callable[[nnx.Module, analysis.BBEvalSet], dict[str, Any]] | None = None,

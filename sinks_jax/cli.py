@@ -201,7 +201,10 @@ def _run(exp: Experiment, args: argparse.Namespace, argv: list[str] | None) -> i
     ) as out:
         ctx = RunContext(out_dir=out, preset=args.preset, resume=resume, pdf=args.pdf)
         t0 = time.perf_counter()
-        payload = exp.run(cfg, ctx)
+        from sinks_jax import plotting  # matplotlib only once a run starts
+
+        with plotting.style():
+            payload = exp.run(cfg, ctx)
         wall = time.perf_counter() - t0
         claims = payload.pop("claims", [])
         write_results(exp, args.preset, cfg, out, wall, claims, payload)

@@ -1,7 +1,11 @@
 """Frozen, validated configuration dataclasses and `--set field=value` overrides.
 
-Every experiment is described by one `ExperimentConfig`; presets are plain instances of it.
-Invalid values raise `ConfigError` naming the field, the value and what is allowed.
+Every training run is a `RunConfig` (model, optimiser, training schedule, seed); a task extends it
+with its data config (`BBConfig.data: BBDataConfig` for Bigram-Backcopy, `lm.LMConfig.data:
+CorpusConfig`, `averaging.AveragingExperimentConfig.data: AveragingConfig`). An experiment that
+trains several runs keeps its own parameters in a `sweep` group (`--set sweep.n_seeds=3`), and
+`run_config(cfg)` is the plain run config without it. Presets are plain instances. Invalid values
+raise `ConfigError` naming the field, the value and what is allowed.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from sinks_jax.errors import ConfigError
 POSITIONS = ("learned", "sinusoidal", "rope", "none")
 NORMS = ("pre", "post", "none")  # "none": no LayerNorm in the blocks
 ACTIVATIONS = ("relu", "gelu")
+DECAY_PARAMS = ("all", "matrices")  # which parameters weight decay applies to
 INITS = ("torch", "gpt2")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("constant", "cosine")
@@ -39,7 +44,7 @@ def _positive(obj: Any, *names: str, prefix: str) -> None:
 class ModelConfig:
     """Decoder-only GPT (see `sinks_jax.model`)."""
 
-    vocab_size: int = 67
+    vocab_size: int = 67  # 0: derived from the task's data (the LM configs: the tokenizer)
     max_len: int = 64  # number of learned / sinusoidal positions
     d_model: int = 64
     n_layers: int = 1
@@ -60,9 +65,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         from sinks_jax.attention import ATTENTION_VARIANTS  # local: avoids an import cycle
 
-        _positive(
-            self, "vocab_size", "max_len", "d_model", "n_layers", "n_heads", "d_mlp", prefix="model"
-        )
+        _positive(self, "max_len", "d_model", "n_layers", "n_heads", "d_mlp", prefix="model")
+        require(self.vocab_size >= 0, "model.vocab_size", self.vocab_size, "an integer >= 0")
         require(
             self.d_model % self.n_heads == 0,
             "model.n_heads",
@@ -106,7 +110,7 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class DataConfig:
+class BBDataConfig:
     """Bigram-Backcopy task (Guo et al. 2024, §3)."""
 
     seq_len: int = 64  # T: model input length
@@ -146,7 +150,9 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    """optax optimiser. `adamw` decays every parameter (as torch.optim.AdamW)."""
+    """optax optimiser. `decay_params='all'` decays every parameter, as torch.optim.AdamW does
+    by default (every preset uses it); `'matrices'` decays only parameters with >= 2 dimensions
+    (weights and embeddings, not LayerNorm scales or biases: the nanoGPT convention)."""
 
     name: str = "adamw"
     lr: float = 1e-3
@@ -158,9 +164,16 @@ class OptimConfig:
     schedule: str = "constant"
     warmup_steps: int = 0
     grad_clip: float = 0.0  # global-norm clip; 0 disables
+    decay_params: str = "all"
 
     def __post_init__(self) -> None:
         require(self.name in OPTIMIZERS, "optim.name", self.name, str(OPTIMIZERS))
+        require(
+            self.decay_params in DECAY_PARAMS,
+            "optim.decay_params",
+            self.decay_params,
+            str(DECAY_PARAMS),
+        )
         require(self.schedule in SCHEDULES, "optim.schedule", self.schedule, str(SCHEDULES))
         _positive(self, "lr", "eps", prefix="optim")
         for name in ("b1", "b2", "momentum"):
@@ -197,22 +210,59 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class ExperimentConfig:
+class RunConfig:
+    """What every training run has; a task's config extends it with `data` (and its own fields).
+
+    A new task needs a data config (a frozen dataclass with `batch_size`), a subclass of this
+    with `data: YourDataConfig = YourDataConfig()`, a batch function `step -> batch` and a loss
+    `(model, batch) -> scalar`; `sinks_jax.train.train` does the rest."""
+
     model: ModelConfig = ModelConfig()
-    data: DataConfig = DataConfig()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     seed: int = 0
-    sink_eps: float = 0.3  # ε of the sink rate (Gu et al. 2024)
 
     def __post_init__(self) -> None:
-        require(0.0 < self.sink_eps < 1.0, "sink_eps", self.sink_eps, "a number in (0, 1)")
+        require(isinstance(self.seed, int), "seed", self.seed, "an integer")
+
+
+@dataclasses.dataclass(frozen=True)
+class BBConfig(RunConfig):
+    """A model trained on Bigram-Backcopy; `sink_eps` are the ε of the reported sink rates
+    (Gu et al. 2024), as in `lm.LMConfig`."""
+
+    data: BBDataConfig = BBDataConfig()
+    sink_eps: tuple[float, ...] = (0.3,)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_sink_eps(self.sink_eps)
+        require(
+            self.model.vocab_size > 0, "model.vocab_size", self.model.vocab_size, "an integer > 0"
+        )
         require(
             self.model.max_len >= self.data.seq_len,
             "model.max_len",
             self.model.max_len,
             f">= data.seq_len={self.data.seq_len}",
         )
+
+
+def check_sink_eps(eps: tuple[float, ...]) -> None:
+    require(len(eps) > 0 and all(0.0 < e < 1.0 for e in eps), "sink_eps", eps, "numbers in (0, 1)")
+
+
+def run_config(cfg: RunConfig) -> RunConfig:
+    """`cfg` as a plain run config: an experiment's config without its `sweep` group (an
+    instance of the nearest base class that has none), `cfg` itself when it has none."""
+    if not any(f.name == "sweep" for f in dataclasses.fields(cfg)):
+        return cfg
+    for base in type(cfg).__mro__[1:]:
+        if dataclasses.is_dataclass(base) and "sweep" not in {
+            f.name for f in dataclasses.fields(base)
+        }:
+            return base(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(base)})
+    raise TypeError(f"{type(cfg).__name__} has no base config without a sweep group")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,7 +290,7 @@ def from_dict(cls: type, data: Mapping[str, Any]) -> Any:
     return cls(**kwargs)
 
 
-def field_paths(cls: type = ExperimentConfig, prefix: str = "") -> list[tuple[str, str, Any]]:
+def field_paths(cls: type = BBConfig, prefix: str = "") -> list[tuple[str, str, Any]]:
     """(dotted path, type name, default) for every leaf field; used by `--help`."""
     hints = typing.get_type_hints(cls)
     rows = []

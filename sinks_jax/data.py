@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from sinks_jax.config import DataConfig
+from sinks_jax.config import BBDataConfig
 from sinks_jax.errors import DataError
 
 SHAKESPEARE_TABLE = "bigram_backcopy_shakespeare.json"
@@ -126,7 +126,7 @@ def synthetic_table(
     return BigramBackcopyTask(cond, marginal, vocab, vocab + 1, triggers, itos)
 
 
-def make_task(cfg: DataConfig, seed: int = 0) -> BigramBackcopyTask:
+def make_task(cfg: BBDataConfig, seed: int = 0) -> BigramBackcopyTask:
     if cfg.table == "synthetic":
         return synthetic_table(
             cfg.synthetic_vocab, cfg.n_triggers, cfg.synthetic_concentration, seed

@@ -8,12 +8,10 @@ A[q, k]; the sink rate at ε is the share of (layer, head) whose first-position 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import string
 from pathlib import Path
 from typing import Any
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,31 +20,50 @@ from flax import nnx
 
 from sinks_jax import corpus, metrics
 from sinks_jax.attention import causal_mask, document_mask
-from sinks_jax.config import ModelConfig, OptimConfig, TrainConfig, require
+from sinks_jax.config import (
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+    check_sink_eps,
+    require,
+    run_config,
+)
 from sinks_jax.data import Batch
+from sinks_jax.forward import apply
 from sinks_jax.model import GPT, Capture
 from sinks_jax.train import TrainResult, train
 
+LM_CAPTURE = Capture(attention=True, residual=True)
+
 
 @dataclasses.dataclass(frozen=True)
-class LMConfig:
-    """A small GPT on a corpus. `model.vocab_size` follows the tokenizer (bytes + specials, plus
-    the BPE vocabulary with `data.tokenizer=bpe`); `sink_eps` are the ε of the sink rates."""
+class LMConfig(RunConfig):
+    """A small GPT on a corpus. `model.vocab_size` = 0 (the presets) is derived from the
+    tokenizer (bytes + specials, plus the BPE vocabulary with `data.tokenizer=bpe`) and saved
+    resolved in `config.json`; any other value must equal it. `sink_eps` are the ε of the sink
+    rates."""
 
     model: ModelConfig = ModelConfig(
-        vocab_size=corpus.VOCAB_SIZE, d_model=64, d_mlp=256, n_layers=2, n_heads=4, max_len=64
+        vocab_size=0, d_model=64, d_mlp=256, n_layers=2, n_heads=4, max_len=64
     )
-    data: corpus.CorpusConfig = corpus.CorpusConfig()
     optim: OptimConfig = OptimConfig(name="adamw", lr=1e-3, b2=0.99, weight_decay=0.1)
     train: TrainConfig = TrainConfig(steps=1000, eval_every=100, checkpoint_every=500)
-    seed: int = 0
+    data: corpus.CorpusConfig = corpus.CorpusConfig()
     corpus_seed: int = 0  # synthetic documents are the same for every training seed
     sink_eps: tuple[float, ...] = (0.3, 0.8)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         vocab = corpus.vocab_size(self.data)
-        if self.model.vocab_size != vocab:  # derived field: keep it in step with the tokenizer
+        if self.model.vocab_size == 0:  # derived: resolved here, visible in config.json
             object.__setattr__(self, "model", dataclasses.replace(self.model, vocab_size=vocab))
+        require(
+            self.model.vocab_size == vocab,
+            "model.vocab_size",
+            self.model.vocab_size,
+            f"{vocab} (the vocabulary of data.tokenizer={self.data.tokenizer!r}) or 0 to derive it",
+        )
         if self.model.positions == "learned":
             require(
                 self.model.max_len >= self.data.seq_len,
@@ -54,13 +71,12 @@ class LMConfig:
                 self.model.max_len,
                 f">= data.seq_len={self.data.seq_len}",
             )
-        for e in self.sink_eps:
-            require(0.0 < e < 1.0, "sink_eps", self.sink_eps, "numbers in (0, 1)")
+        check_sink_eps(self.sink_eps)
 
 
 def base_config(cfg: LMConfig) -> LMConfig:
-    """The plain `LMConfig` part of a sweep's config (its extra fields dropped)."""
-    return LMConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(LMConfig)})
+    """The plain `LMConfig` part of a sweep's config (its `sweep` group dropped)."""
+    return run_config(cfg)
 
 
 def with_context(cfg: LMConfig, seq_len: int, tokens_per_step: int) -> LMConfig:
@@ -149,29 +165,13 @@ def attention_mask(batch: Batch) -> jax.Array:
     return document_mask(jnp.asarray(batch.segment_ids))
 
 
-def key_scores(att_BxHxTxT: jax.Array, mask_BxTxT: jax.Array) -> jax.Array:
-    """[B,H,T] per sequence: mean over the queries that see key k of A[q, k]."""
-    chex.assert_rank([att_BxHxTxT, mask_BxTxT], [4, 3])
-    sees = mask_BxTxT[:, None].astype(att_BxHxTxT.dtype)
-    return (att_BxHxTxT * sees).sum(2) / jnp.maximum(sees.sum(2), 1.0)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _forward(graphdef, params, inputs, segment_ids, positions):
-    model = nnx.merge(graphdef, params)
-    return model(
-        inputs,
-        segment_ids_BxT=segment_ids,
-        positions_BxT=positions,
-        capture=Capture(attention=True, residual=True),
-    )
-
-
-def forward(model: nnx.Module, batch: Batch):
-    graphdef, params = nnx.split(model)
+def forward(model: nnx.Module, batch: Batch, capture: Capture = LM_CAPTURE):
+    """The jitted forward pass on a (packed) batch, capturing attention and residuals."""
     seg = None if batch.segment_ids is None else jnp.asarray(batch.segment_ids)
     pos = None if batch.positions is None else jnp.asarray(batch.positions)
-    return _forward(graphdef, params, jnp.asarray(batch.inputs), seg, pos)
+    return apply(
+        model, jnp.asarray(batch.inputs), segment_ids_BxT=seg, positions_BxT=pos, capture=capture
+    )
 
 
 def val_loss(out, batch: Batch) -> float:
@@ -221,7 +221,7 @@ def sink_summary(
     classes = token_classes(np.asarray(batch.inputs), byte_text)
     first, by_class, residual = [], {k: [] for k in classes}, []
     for obs in out.layers:
-        ks = np.asarray(key_scores(obs.attn_weights, mask))  # [B,H,T]
+        ks = np.asarray(metrics.sink_scores(obs.attn_weights, mask, per_sequence=True))  # [B,H,T]
         first.append(ks[:, :, 0].mean(0))
         for name, m in classes.items():
             m = m & real

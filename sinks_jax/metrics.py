@@ -17,18 +17,24 @@ import numpy as np
 # Sink score and sink rate (Gu et al. 2024/2025)
 
 
-def sink_scores(att_BxHxTxT: jax.Array, mask_BxTxT: jax.Array | None = None) -> jax.Array:
-    """[H,T] α_k = mean over queries that see key k (t >= k) of A[t, k], averaged over batch.
-
-    With a document mask, "queries that see k" are those whose mask row includes k.
+def sink_scores(
+    att_BxHxTxT: jax.Array, mask_BxTxT: jax.Array | None = None, *, per_sequence: bool = False
+) -> jax.Array:
+    """The sink score α_k of every key (Gu et al. 2025): the mean over the queries that see key
+    k of A[q, k] — [H,T] pooled over the batch (sum over sequences and queries / their number),
+    or [B,H,T] per sequence. With a document mask, "queries that see k" are those whose mask row
+    includes k; without one, the causal queries t >= k.
     """
     chex.assert_rank(att_BxHxTxT, 4)
     t = att_BxHxTxT.shape[-1]
     if mask_BxTxT is None:
         mask_BxTxT = jnp.tril(jnp.ones((t, t), bool))[None]
-    sees = jnp.broadcast_to(mask_BxTxT, (att_BxHxTxT.shape[0], t, t))[:, None].astype(jnp.float32)
-    total = (att_BxHxTxT * sees).sum(axis=(0, 2))  # [H,T]
-    count = sees.sum(axis=(0, 2))  # [1,T]
+    chex.assert_rank(mask_BxTxT, 3)
+    dtype = jnp.promote_types(att_BxHxTxT.dtype, jnp.float32)
+    sees = jnp.broadcast_to(mask_BxTxT, (att_BxHxTxT.shape[0], t, t))[:, None].astype(dtype)
+    axes = 2 if per_sequence else (0, 2)
+    total = (att_BxHxTxT * sees).sum(axis=axes)
+    count = sees.sum(axis=axes)
     return total / jnp.maximum(count, 1.0)
 
 

@@ -2,29 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+# The figures' style, applied inside `style()` only: importing this module changes neither the
+# matplotlib backend nor the global rcParams (a notebook keeps its own). Without a display,
+# matplotlib picks a non-interactive backend by itself; nothing here calls `plt.show`.
+STYLE = {
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "figure.dpi": 100,
+    "savefig.bbox": "tight",
+}
 
-plt.rcParams.update(
-    {
-        "font.size": 9,
-        "axes.titlesize": 9,
-        "axes.labelsize": 9,
-        "legend.fontsize": 8,
-        "xtick.labelsize": 7,
-        "ytick.labelsize": 7,
-        "axes.spines.top": False,
-        "axes.spines.right": False,
-        "figure.dpi": 100,
-        "savefig.bbox": "tight",
-    }
-)
+
+@contextlib.contextmanager
+def style() -> Iterator[None]:
+    """The paper style for the figures made inside the block (the CLI wraps every run in it)."""
+    with plt.rc_context(STYLE):
+        yield
 
 
 def save(fig: plt.Figure, out_dir: Path, name: str, pdf: bool = False) -> list[str]:
@@ -34,7 +40,10 @@ def save(fig: plt.Figure, out_dir: Path, name: str, pdf: bool = False) -> list[s
 
     names = [f"{name}.png"] + ([f"{name}.pdf"] if pdf else [])
     for n in names:
-        atomic_write(out_dir / n, lambda f, n=n: fig.savefig(f, dpi=200, format=n.rsplit(".")[1]))
+        atomic_write(
+            out_dir / n,
+            lambda f, n=n: fig.savefig(f, dpi=200, format=n.rsplit(".")[1], bbox_inches="tight"),
+        )
     plt.close(fig)
     return names
 

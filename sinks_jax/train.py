@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from sinks_jax import run_dir, sharding
 from sinks_jax.checkpoint import Checkpointer
-from sinks_jax.config import ExperimentConfig, OptimConfig, require, to_dict
+from sinks_jax.config import OptimConfig, RunConfig, require, to_dict
 from sinks_jax.data import Batch
 from sinks_jax.errors import ConfigError, DataError, TrainingDivergedError
 
@@ -60,20 +60,31 @@ def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
     return optax.constant_schedule(cfg.lr)
 
 
+def _matrices(params: Any) -> Any:
+    """Weight-decay mask of `decay_params='matrices'`: True for parameters with >= 2 dims."""
+    return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
+@functools.lru_cache(maxsize=64)
 def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
-    """adamw: decoupled decay on every parameter (torch.optim.AdamW); adam and sgd: L2 decay added
+    """Cached (the same config gives the same object, so a cached train step is reused).
+
+    adamw: decoupled decay on every parameter (torch.optim.AdamW); adam and sgd: L2 decay added
     to the gradient (torch.optim.Adam / SGD semantics)."""
     lr = make_schedule(cfg, total_steps)
+    mask = None if cfg.decay_params == "all" else _matrices
     if cfg.name == "adamw":
-        opt = optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        opt = optax.adamw(
+            lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=mask
+        )
     elif cfg.name == "adam":
         opt = optax.chain(
-            optax.add_decayed_weights(cfg.weight_decay),
+            optax.add_decayed_weights(cfg.weight_decay, mask=mask),
             optax.adam(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
         )
     else:
         opt = optax.chain(
-            optax.add_decayed_weights(cfg.weight_decay),
+            optax.add_decayed_weights(cfg.weight_decay, mask=mask),
             optax.sgd(lr, momentum=cfg.momentum or None),
         )
     if cfg.grad_clip > 0:
@@ -124,6 +135,7 @@ def check_microbatches(batch_size: int, microbatches: int) -> None:
     )
 
 
+@functools.lru_cache(maxsize=64)
 def make_train_step(
     graphdef: nnx.GraphDef,
     optimizer: optax.GradientTransformation,
@@ -131,6 +143,10 @@ def make_train_step(
     microbatches: int = 1,
 ):
     """A pure (state, batch) -> (state, metrics) step; the incoming state buffer is donated.
+
+    Cached on its arguments: every run of a multi-run experiment with the same model structure,
+    optimiser config and loss gets the same jitted function, so it compiles once per shape (a
+    loss built per run, e.g. a closure, still compiles per run).
 
     With `microbatches` = k > 1 the batch's rows are split into k interleaved parts (row r goes to
     part r mod k, so with rows sharded in contiguous blocks every part spans every device) whose
@@ -189,7 +205,8 @@ class TrainResult:
     resumed_from: int | None
 
     def model(self) -> nnx.Module:
-        return nnx.merge(self.graphdef, jax.device_get(self.state.params))
+        """The trained model, holding the final parameters as device arrays."""
+        return nnx.merge(self.graphdef, self.state.params)
 
     def evals(self) -> list[dict[str, Any]]:
         return [r for r in self.history if r["kind"] == "eval"]
@@ -266,7 +283,7 @@ def _first_bad(losses: list[tuple[int, jax.Array]]) -> int | None:
 
 
 def train(
-    cfg: ExperimentConfig,
+    cfg: RunConfig,
     model_factory: Callable[[nnx.Rngs], nnx.Module],
     batch_fn: Callable[[int], Batch],
     *,
@@ -321,7 +338,7 @@ def _check_resume(cfg: Any, saved: dict[str, Any], resume: Any, where: Path) -> 
 
 
 def _train(
-    cfg: ExperimentConfig,
+    cfg: RunConfig,
     model_factory: Callable[[nnx.Rngs], nnx.Module],
     batch_fn: Callable[[int], Batch],
     out: Path | None,

@@ -11,28 +11,28 @@ from experiments import optimizer_mitigations as om
 from experiments import residual_peak as rp
 from experiments import two_domain_heads as td
 from sinks_jax.cli import RunContext
-from sinks_jax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+from sinks_jax.config import BBDataConfig, ModelConfig, OptimConfig, TrainConfig
 from sinks_jax.data import make_task
 from sinks_jax.errors import ConfigError
 from sinks_jax.model import GPT
 
 TINY_MODEL = ModelConfig(d_model=32, d_mlp=64, n_layers=3, n_heads=1, max_len=32)
-TINY_DATA = DataConfig(seq_len=32, batch_size=32, eval_batch_size=64)
+TINY_DATA = BBDataConfig(seq_len=32, batch_size=32, eval_batch_size=64)
 
 
 def test_residual_peak_config_is_validated():
     with pytest.raises(ConfigError, match="n_layers"):
         quick = rp.PRESETS["quick"]
         dataclasses.replace(quick, model=dataclasses.replace(quick.model, n_layers=2))
-    with pytest.raises(ConfigError, match="ablation_steps"):
-        dataclasses.replace(rp.PRESETS["quick"], ablation_steps=333)
+    with pytest.raises(ConfigError, match="sweep.ablation_steps"):
+        dataclasses.replace(rp.PRESETS["quick"], sweep=rp.ResidualPeakSweep(ablation_steps=333))
 
 
 def test_residual_peak_ablation_configs_change_only_the_named_parts():
     cfg = rp.PRESETS["quick"]
     for changes in rp.ABLATIONS.values():
-        run = rp.base_config(cfg, cfg.ablation_steps, **changes)
-        assert run.train.steps == cfg.ablation_steps
+        run = rp.base_config(cfg, cfg.sweep.ablation_steps, **changes)
+        assert run.train.steps == cfg.sweep.ablation_steps
         assert run.optim == cfg.optim and run.data == cfg.data
         for name, value in changes.items():
             assert getattr(run.model, name) == value
@@ -55,7 +55,7 @@ def test_mitigation_runs_share_the_initialisation():
 
 @pytest.mark.parametrize("marker", td.MARKERS)
 def test_two_domains_share_the_vocabulary_and_differ_as_described(marker):
-    task = make_task(DataConfig(), 0)
+    task = make_task(BBDataConfig(), 0)
     dom = td.make_domains(task, marker, 0)
     assert dom.b.vocab_size == task.vocab_size and dom.b.triggers == ()
     np.testing.assert_allclose(dom.b.cond.sum(1)[dom.b.marginal > 0], 1.0, atol=1e-6)
@@ -78,7 +78,7 @@ def test_optimizer_mitigations_short_run_adam_grows_the_bos_residual_more_than_s
         data=TINY_DATA,
         optim=OptimConfig(name="adamw", lr=3e-3, b1=0.9, b2=0.99, weight_decay=1e-4),
         train=TrainConfig(steps=200, eval_every=100, checkpoint_every=100, progress=False),
-        relu_one_layer_steps=100,
+        sweep=om.MitigationSweep(relu_one_layer_steps=100),
     )
     out = om.run(cfg, RunContext(tmp_path, "test", False, False))
     claims = {c.name: c for c in out["claims"]}
@@ -94,7 +94,7 @@ def test_residual_peak_short_run_writes_every_output(tmp_path):
         data=TINY_DATA,
         optim=OptimConfig(name="adamw", lr=3e-3, b1=0.9, b2=0.99, weight_decay=1e-4),
         train=TrainConfig(steps=100, eval_every=50, checkpoint_every=100, progress=False),
-        ablation_steps=50,
+        sweep=rp.ResidualPeakSweep(ablation_steps=50),
     )
     out = rp.run(cfg, RunContext(tmp_path, "test", False, False))
     assert len(out["claims"]) == 13

@@ -3,7 +3,7 @@
 import pytest
 
 from sinks_jax.config import (
-    ExperimentConfig,
+    BBConfig,
     ModelConfig,
     OptimConfig,
     apply_overrides,
@@ -26,7 +26,7 @@ def test_invalid_values_name_field_value_and_allowed():
 
 def test_overrides_parse_types_and_revalidate():
     cfg = apply_overrides(
-        ExperimentConfig(),
+        BBConfig(),
         [
             "model.n_layers=3",
             "optim.lr=3e-4",
@@ -57,14 +57,14 @@ def test_tuple_overrides_use_the_element_type():
 
 
 def test_round_trip():
-    cfg = apply_overrides(ExperimentConfig(), ["model.layers_without_attention=0"])
-    assert from_dict(ExperimentConfig, to_dict(cfg)) == cfg
+    cfg = apply_overrides(BBConfig(), ["model.layers_without_attention=0"])
+    assert from_dict(BBConfig, to_dict(cfg)) == cfg
 
 
 @pytest.mark.parametrize(
     "overrides",
     [
-        ["train.steps=500", "ablation_steps=500"],
+        ["train.steps=500", "sweep.ablation_steps=500"],
         ["data.seq_len=128", "model.max_len=128"],
     ],
 )
@@ -82,12 +82,12 @@ def test_steps_is_applied_with_the_overrides():
     from sinks_jax.cli import resolve_config
 
     args = argparse.Namespace(
-        preset="quick", seed=None, steps=500, overrides=["ablation_steps=500"]
+        preset="quick", seed=None, steps=500, overrides=["sweep.ablation_steps=500"]
     )
     cfg = resolve_config(EXPERIMENT, args)
-    assert cfg.train.steps == 500 and cfg.ablation_steps == 500
+    assert cfg.train.steps == 500 and cfg.sweep.ablation_steps == 500
     args.overrides = []
-    with pytest.raises(ConfigError, match=r"ablation_steps=1000.*train.steps=500"):
+    with pytest.raises(ConfigError, match=r"sweep.ablation_steps=1000.*train.steps=500"):
         resolve_config(EXPERIMENT, args)
 
 
@@ -105,12 +105,12 @@ def test_steps_is_applied_with_the_overrides():
 )
 def test_values_accepted_before_are_refused_naming_the_field(override, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
-        apply_overrides(ExperimentConfig(), [override])
+        apply_overrides(BBConfig(), [override])
 
 
 def test_tuple_overrides_accept_brackets_and_empty():
     cfg = apply_overrides(
-        ExperimentConfig(model=ModelConfig(n_layers=3)), ["model.layers_without_mlp=[0, 2]"]
+        BBConfig(model=ModelConfig(n_layers=3)), ["model.layers_without_mlp=[0, 2]"]
     )
     assert cfg.model.layers_without_mlp == (0, 2)
     assert apply_overrides(cfg, ["model.layers_without_mlp=()"]).model.layers_without_mlp == ()

@@ -297,14 +297,14 @@ def test_a_damaged_bpe_json_is_retrained(tmp_path, capsys, text_folder):
 
 def test_cache_files_are_written_atomically(tmp_path, monkeypatch):
     target = tmp_path / "a.npy"
-    corpus._atomic_save_npy(target, np.arange(5, dtype=np.uint16))
+    corpus.store._atomic_save_npy(target, np.arange(5, dtype=np.uint16))
 
     def broken_fsync(fd):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(run_dir.os, "fsync", broken_fsync)
     with pytest.raises(OSError):
-        corpus._atomic_save_npy(target, np.arange(9, dtype=np.uint16))
+        corpus.store._atomic_save_npy(target, np.arange(9, dtype=np.uint16))
     np.testing.assert_array_equal(np.load(target), np.arange(5))  # the old file is intact
     assert [p.name for p in tmp_path.iterdir()] == ["a.npy"]  # no temp file left behind
 

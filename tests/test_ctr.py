@@ -125,9 +125,7 @@ def test_ctr_emergence_short_run_reports_every_seed(tmp_path):
     from sinks_jax.cli import RunContext
 
     cfg = ce.EmergenceConfig(
-        n_seeds=2,
-        sweep_lrs=(1e-4,),
-        sweep_seeds=1,
+        sweep=ce.EmergenceSweep(n_seeds=2, lrs=(1e-4,), seeds_per_lr=1),
         train=TrainConfig(steps=50, eval_every=50, checkpoint_every=50, progress=False),
     )
     out = ce.run(cfg, RunContext(tmp_path, "test", False, False))
@@ -148,13 +146,13 @@ def test_ctr_emergence_sweep_is_set_from_the_command_line():
     from experiments import ctr_emergence as ce
     from sinks_jax.config import apply_overrides
 
-    cfg = apply_overrides(ce.PRESETS["quick"], ["sweep_lrs=[0.001, 0.003]", "sweep_seeds=2"])
+    cfg = apply_overrides(ce.PRESETS["quick"], ["sweep.lrs=[0.001, 0.003]", "sweep.seeds_per_lr=2"])
     # a swept rate equal to the main one is not trained twice
     assert list(ce.settings(cfg)) == ["adam 0.003", "adam 0.001"]
     swept, n_seeds = ce.settings(cfg)["adam 0.001"]
     assert (swept.optim.name, swept.optim.lr, n_seeds) == ("adam", 0.001, 2)
-    with pytest.raises(ConfigError, match="sweep_lrs"):
-        apply_overrides(ce.PRESETS["quick"], ["sweep_lrs=[-1.0]"])
+    with pytest.raises(ConfigError, match="sweep.lrs"):
+        apply_overrides(ce.PRESETS["quick"], ["sweep.lrs=[-1.0]"])
 
 
 def test_anti_sink_penalty_adds_the_largest_column_mean():

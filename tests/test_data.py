@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from sinks_jax.config import DataConfig
+from sinks_jax.config import BBDataConfig
 from sinks_jax.data import (
     batch_for_step,
     load_shakespeare_table,
@@ -78,7 +78,7 @@ def test_true_next_distribution(task, seqs):
 
 
 def test_synthetic_table_and_trigger_free():
-    task = make_task(DataConfig(table="synthetic", synthetic_vocab=12, n_triggers=2), seed=1)
+    task = make_task(BBDataConfig(table="synthetic", synthetic_vocab=12, n_triggers=2), seed=1)
     assert task.vocab_size == 14 and len(task.triggers) == 2
     np.testing.assert_allclose(task.cond.sum(1), 1.0, atol=1e-9)
     assert task.cond[:, task.bos_id].sum() == 0

@@ -19,9 +19,7 @@ from sinks_jax.config import ModelConfig, TrainConfig
 from sinks_jax.errors import ConfigError
 from sinks_jax.model import GPT
 
-TINY_MODEL = ModelConfig(
-    vocab_size=corpus.VOCAB_SIZE, d_model=16, d_mlp=32, n_layers=1, n_heads=2, max_len=32
-)
+TINY_MODEL = ModelConfig(vocab_size=0, d_model=16, d_mlp=32, n_layers=1, n_heads=2, max_len=32)
 TINY_TRAIN = TrainConfig(steps=12, eval_every=6, checkpoint_every=12, progress=False)
 
 
@@ -47,7 +45,7 @@ def _ctx(tmp_path, name="out"):
 def test_key_scores_average_over_the_queries_that_see_each_key():
     att = jnp.asarray(np.tril(np.ones((3, 3))) / np.arange(1, 4)[:, None])[None, None]
     mask = jnp.asarray(np.tril(np.ones((3, 3), bool)))[None]
-    scores = np.asarray(lm.key_scores(att, mask))[0, 0]
+    scores = np.asarray(metrics.sink_scores(att, mask, per_sequence=True))[0, 0]
     np.testing.assert_allclose(scores, [(1 + 1 / 2 + 1 / 3) / 3, (1 / 2 + 1 / 3) / 2, 1 / 3])
 
 
@@ -80,7 +78,12 @@ def test_sink_summary_of_an_untrained_model_shows_no_sink(tmp_path):
 
 def test_lm_config_follows_the_tokenizer_and_checks_context(tmp_path):
     cfg = lm.LMConfig(model=TINY_MODEL, data=_data(tmp_path, tokenizer="bpe", bpe_vocab=300))
-    assert cfg.model.vocab_size == corpus.VOCAB_SIZE + 300
+    assert cfg.model.vocab_size == corpus.VOCAB_SIZE + 300  # 0 = derived, resolved visibly
+    with pytest.raises(ConfigError, match="model.vocab_size"):  # an explicit mismatch is refused
+        lm.LMConfig(
+            model=dataclasses.replace(TINY_MODEL, vocab_size=corpus.VOCAB_SIZE),
+            data=_data(tmp_path, tokenizer="bpe", bpe_vocab=300),
+        )
     with pytest.raises(ConfigError, match="max_len"):
         lm.LMConfig(model=TINY_MODEL, data=_data(tmp_path, seq_len=64))
 
@@ -103,11 +106,9 @@ def test_context_sweep_reads_the_short_budget_from_the_long_runs(tmp_path):
         model=TINY_MODEL,
         data=_data(tmp_path),
         train=dataclasses.replace(TINY_TRAIN, steps=6, eval_every=3),
-        contexts=(8, 16),
-        tokens_per_step=64,
-        n_seeds=2,
-        long_factor=2,
-        long_seeds=1,
+        sweep=cls.ContextSweep(
+            contexts=(8, 16), tokens_per_step=64, n_seeds=2, long_factor=2, long_seeds=1
+        ),
     )
     c8 = cls.run_config(cfg, 8, cfg.seed)
     assert c8.data.batch_size == 8 and c8.data.seq_len == 8 and c8.train.steps == 12
@@ -130,10 +131,7 @@ def test_depth_sweep_measures_mixing_with_and_without_bos(tmp_path):
         model=TINY_MODEL,
         data=_data(tmp_path),
         train=TINY_TRAIN,
-        depths=(1, 2),
-        n_seeds=1,
-        mixing_sequences=2,
-        mixing_length=8,
+        sweep=ds.DepthSweep(depths=(1, 2), n_seeds=1, mixing_sequences=2, mixing_length=8),
     )
     assert ds.run_config(cfg, 2, 0).model.n_layers == 2
     store = corpus.build_store(cfg.data)
@@ -152,8 +150,7 @@ def test_packing_sweep_evaluates_every_strategy_in_every_format(tmp_path):
         model=dataclasses.replace(TINY_MODEL, max_len=16),
         data=_data(tmp_path, doc_len_min=10, doc_len_max=30),
         train=TINY_TRAIN,
-        inference_rows=8,
-        perturb_sequences=4,
+        sweep=ps.PackingSweep(inference_rows=8, perturb_sequences=4),
     )
     out = ps.run(cfg, _ctx(tmp_path))
     assert [r["training packing"] for r in out["losses"]] == list(corpus.PACKINGS)

@@ -52,8 +52,12 @@ def test_bos_per_doc_masked_starts_every_segment_with_bos(tmp_path):
 def test_masked_fragment_is_the_window_shifted_behind_a_bos(tmp_path):
     cfg = _data(tmp_path)
     store = corpus.build_store(cfg)
-    causal = corpus.pack_rows(store, "bos_per_doc_causal", "train", corpus._rng(0, 5), 64, 64)
-    masked = corpus.pack_rows(store, "bos_per_doc_masked", "train", corpus._rng(0, 5), 64, 64)
+    causal = corpus.pack_rows(
+        store, "bos_per_doc_causal", "train", corpus.packing._rng(0, 5), 64, 64
+    )
+    masked = corpus.pack_rows(
+        store, "bos_per_doc_masked", "train", corpus.packing._rng(0, 5), 64, 64
+    )
     whole = causal.inputs[:, 0] == BOS  # same random offsets: rows at a boundary are unchanged
     np.testing.assert_array_equal(masked.inputs[whole], causal.inputs[whole])
     np.testing.assert_array_equal(masked.inputs[~whole, 1:], causal.inputs[~whole, :-1])
@@ -66,7 +70,7 @@ def test_no_bos_eos_visibility_short_and_long_documents(tmp_path):
     short = _batch(_data(tmp_path), "no_bos")
     assert ps.window_share(short) > 0.85 and ps.eos_visible_share(short) > 0.4
     long_cfg = ps.long_doc_config(
-        ps.PackingSweepConfig(data=_data(tmp_path, n_docs=400), model=ps.lm_sinks.SMALL)
+        ps.PackingSweepConfig(data=_data(tmp_path, n_docs=400), model=ps.lm_presets.SMALL)
     )
     assert long_cfg.data.doc_len_min == 256 and long_cfg.data.packing == "no_bos"
     assert long_cfg.data.n_docs == round(400 * 48 / 288)  # as many corpus tokens
@@ -92,22 +96,34 @@ def test_long_documents_filter_a_text_corpus(tmp_path):
         (folder / f"{i}.txt").write_text(("word " * (3 + 10 * (i % 4))).strip())
     data = _data(tmp_path, source="path", path=str(folder), seq_len=16, batch_size=4)
     cfg = ps.PackingSweepConfig(
-        data=data, model=dataclasses.replace(ps.lm_sinks.SMALL, max_len=16), long_doc_len_min=100
+        data=data,
+        model=dataclasses.replace(ps.lm_presets.SMALL, max_len=16),
+        sweep=ps.PackingSweep(long_doc_len_min=100),
     )
     c = ps.long_doc_config(cfg)
     store = ps.long_doc_store(cfg, c)
     lengths = np.diff(store.offsets)
     assert (lengths[store.train_docs] >= 100).all() and (lengths[store.val_docs] >= 100).all()
-    too_long = dataclasses.replace(cfg, long_doc_len_min=10_000, long_doc_len_max=10_000)
+    too_long = dataclasses.replace(
+        cfg, sweep=ps.PackingSweep(long_doc_len_min=10_000, long_doc_len_max=10_000)
+    )
     with pytest.raises(DataError, match="long_doc_len_min"):
         ps.long_doc_store(too_long, c)
 
 
 def test_long_documents_must_fill_a_window(tmp_path):
     with pytest.raises(ConfigError, match="long_doc_len_min"):
-        ps.PackingSweepConfig(data=_data(tmp_path), model=ps.lm_sinks.SMALL, long_doc_len_min=64)
+        ps.PackingSweepConfig(
+            data=_data(tmp_path),
+            model=ps.lm_presets.SMALL,
+            sweep=ps.PackingSweep(long_doc_len_min=64),
+        )
     with pytest.raises(ConfigError, match="long_doc_len_max"):
-        ps.PackingSweepConfig(data=_data(tmp_path), model=ps.lm_sinks.SMALL, long_doc_len_max=100)
+        ps.PackingSweepConfig(
+            data=_data(tmp_path),
+            model=ps.lm_presets.SMALL,
+            sweep=ps.PackingSweep(long_doc_len_max=100),
+        )
 
 
 def test_undefined_claims_are_counted_apart_and_plain_claims_unchanged():

@@ -56,15 +56,15 @@ def test_layer0_summary_is_plain_floats_and_zero_for_a_removed_mlp():
 
 def test_every_run_trains_as_long_as_the_main_run_in_the_presets():
     for cfg in rp.PRESETS.values():
-        assert cfg.ablation_steps == cfg.train.steps
+        assert cfg.sweep.ablation_steps == cfg.train.steps
         assert {c.train.steps for c in rp.run_configs(cfg).values()} == {cfg.train.steps}
 
 
 def test_growth_from_is_validated():
     quick = rp.PRESETS["quick"]
-    for bad in (quick.ablation_steps, quick.train.eval_every + 1, -quick.train.eval_every):
+    for bad in (quick.sweep.ablation_steps, quick.train.eval_every + 1, -quick.train.eval_every):
         with pytest.raises(ConfigError, match="growth_from"):
-            dataclasses.replace(quick, growth_from=bad)
+            dataclasses.replace(quick, sweep=dataclasses.replace(quick.sweep, growth_from=bad))
 
 
 class _Rows:
@@ -84,7 +84,9 @@ def _row(step, gap, mlp_share, mlp_bos=2.0):
 
 
 def test_growth_is_measured_between_growth_from_and_ablation_steps():
-    cfg = dataclasses.replace(rp.PRESETS["quick"], growth_from=250, ablation_steps=1000)
+    cfg = dataclasses.replace(
+        rp.PRESETS["quick"], sweep=rp.ResidualPeakSweep(growth_from=250, ablation_steps=1000)
+    )
     rows = [_row(0, 0.0, 0.0), _row(250, 3.0, -1.0), _row(500, 9.0, 9.0), _row(1000, 5.0, 1.5)]
     g = rp.growth(rp.BBRun(cfg, None, None, _Rows(rows)), cfg)
     assert g["gap_change"] == 2.0 and g["mlp_share_change"] == 2.5

@@ -1,9 +1,14 @@
 """Runs that lose nothing: output folders, the run lock, resume rules, damaged checkpoints, bad
-input. Promises about processes are checked with real subprocesses of `tests.tiny_experiment`
-(the real CLI and training loop, a few seconds a run)."""
+input. Runs go through the real CLI (`cli.main(argv)` of `tests.tiny_experiment`: argument
+parsing, the run folder, the training loop) in this process, a second or so a run; the promises
+that are about processes (a lock held by another live process, a SIGKILL in the middle of a
+checkpoint save, the lock's exclusion between processes) use real subprocesses."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 import json
 import os
 import signal
@@ -25,22 +30,37 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
 
 
-def _tiny(*args: str, cwd: Path = ROOT, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "tests.tiny_experiment", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=ENV,
-        timeout=timeout,
-    )
+@dataclasses.dataclass
+class Ran:
+    """What `python -m tests.tiny_experiment ARGS` would give: exit code, stdout, stderr."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _tiny(*args: str, cwd: Path | None = None) -> Ran:
+    """`tests.tiny_experiment`'s command line, run in this process from `cwd`."""
+    out, err = io.StringIO(), io.StringIO()
+    before = os.getcwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main(tiny_experiment.EXPERIMENT, list(args))
+            except SystemExit as exit:  # argparse's usage errors
+                code = exit.code
+    finally:
+        os.chdir(before)
+    return Ran(code, out.getvalue(), err.getvalue())
 
 
 def _metrics(out: Path) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
-def _one_line_error(proc: subprocess.CompletedProcess) -> str:
+def _one_line_error(proc: Ran) -> str:
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()

@@ -1,7 +1,5 @@
 """Trigger-at-query averaging and the sink-free averaging experiment's pieces (tiny, CPU)."""
 
-from types import SimpleNamespace
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,11 +8,21 @@ from flax import nnx
 
 from sinks_jax import averaging as av
 from sinks_jax.errors import ConfigError
+from sinks_jax.model import ModelOutput
+
+
+class _Fixed(nnx.Module):
+    """A stand-in model that returns fixed outputs (whatever its inputs)."""
+
+    def __init__(self, output_BxNxX):
+        self.output = nnx.Variable(jnp.asarray(output_BxNxX))
+
+    def __call__(self, features, **options):
+        return ModelOutput(logits=self.output[...])
 
 
 def _oracle(output_BxNxX):
-    """A stand-in model that returns fixed outputs."""
-    return lambda features: SimpleNamespace(logits=output_BxNxX)
+    return _Fixed(output_BxNxX)
 
 
 def test_trigger_target_is_the_mean_of_the_preceding_content_and_zero_elsewhere():
@@ -106,7 +114,7 @@ def test_short_run_reports_every_task_and_variant(tmp_path):
     from sinks_jax.config import TrainConfig
 
     cfg = sf.SinkFreeConfig(
-        dense_variants=("relu",),
+        sweep=sf.SinkFreeSweep(dense_variants=("relu",)),
         train=TrainConfig(steps=10, eval_every=10, checkpoint_every=10, progress=False),
     )
     out = sf.run(cfg, RunContext(tmp_path, "test", False, False))
@@ -124,6 +132,6 @@ def test_an_empty_dense_variant_list_is_refused_before_training():
     from experiments import sink_free_averaging as sf
 
     with pytest.raises(ConfigError, match="dense_variants"):
-        sf.SinkFreeConfig(dense_variants=())
+        sf.SinkFreeConfig(sweep=sf.SinkFreeSweep(dense_variants=()))
     with pytest.raises(ConfigError, match="trigger_prob"):
-        sf.SinkFreeConfig(trigger_prob=1.5)
+        sf.SinkFreeConfig(sweep=sf.SinkFreeSweep(trigger_prob=1.5))

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -15,18 +16,18 @@ from flax import nnx
 
 from sinks_jax import analysis
 from sinks_jax.checkpoint import Checkpointer
-from sinks_jax.config import DataConfig, ExperimentConfig, ModelConfig, OptimConfig, TrainConfig
-from sinks_jax.data import eval_batch, make_task
+from sinks_jax.config import BBConfig, BBDataConfig, ModelConfig, OptimConfig, TrainConfig
+from sinks_jax.data import batch_for_step, eval_batch, make_task
 from sinks_jax.errors import ConfigError, TrainingDivergedError
 from sinks_jax.model import GPT
-from sinks_jax.train import eval_schedule, init_state, make_optimizer
+from sinks_jax.train import eval_schedule, init_state, make_optimizer, next_token_loss
 from tests.tiny_experiment import train_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TINY = ExperimentConfig(
+TINY = BBConfig(
     model=ModelConfig(vocab_size=14, max_len=16, d_model=16, d_mlp=32, n_layers=1, n_heads=2),
-    data=DataConfig(seq_len=16, batch_size=8, table="synthetic", synthetic_vocab=12),
+    data=BBDataConfig(seq_len=16, batch_size=8, table="synthetic", synthetic_vocab=12),
     optim=OptimConfig(lr=3e-3),
     train=TrainConfig(steps=20, eval_every=10, log_every=5, checkpoint_every=10, progress=False),
 )
@@ -82,14 +83,56 @@ def test_fresh_run_archives_previous_results(tmp_path):
     assert len(archived) == 1 and (archived[0] / "metrics.jsonl").exists()
 
 
-def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
-    cfg = dataclasses.replace(TINY, optim=OptimConfig(lr=1e12, name="sgd", momentum=0.0))
+DIVERGING = _with(
+    dataclasses.replace(TINY, optim=OptimConfig(lr=1e3, name="sgd", momentum=0.0)),
+    checkpoint_every=1,  # a checkpoint at every step: one always exists before the NaN
+    log_every=1,
+)
+
+
+def _diverge(out):
     with pytest.raises(TrainingDivergedError, match=r"NaN/inf at step \d+") as err:
-        _run(cfg, tmp_path / "nan")
+        _run(DIVERGING, out)
+    return int(re.search(r"NaN/inf at step (\d+)", str(err.value)).group(1)), str(err.value)
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
+    bad, message = _diverge(tmp_path / "nan")
+    assert bad >= 2  # the first loss (of the initial parameters) is finite
     with Checkpointer(tmp_path / "nan" / "checkpoints", 1, 3) as ck:
         latest = ck.latest_step()
-    if latest is not None:  # whatever was saved predates the divergence
-        assert f"step {latest}" in str(err.value)
+        assert latest == bad - 1  # saved up to the step before the divergence, not after
+        _, state = init_state(
+            GPT(TINY.model, rngs=nnx.Rngs(0)), make_optimizer(DIVERGING.optim, 1), 0
+        )
+        assert int(ck.restore(state).step) == latest
+    assert f"the last good checkpoint (step {latest}) is kept in" in message
+    assert str(tmp_path / "nan" / "checkpoints") in message
+    rows = [json.loads(x) for x in (tmp_path / "nan" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["step"] for r in rows if r["kind"] == "train"]
+    assert logged == list(range(1, bad))  # every finite step logged, the NaN step not
+    assert all(np.isfinite(r["loss"]) for r in rows if r["kind"] == "train")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="library bug: the checkpoint of step N-1 is saved before the loss of its parameters "
+    "(logged as step N) is checked, so the 'last good checkpoint' holds the parameters that "
+    "diverge (here non-finite ones)",
+)
+def test_the_last_good_checkpoint_has_finite_parameters_and_loss(tmp_path):
+    bad, _ = _diverge(tmp_path / "nan")
+    task = make_task(DIVERGING.data, DIVERGING.seed)
+    graphdef, state = init_state(
+        GPT(TINY.model, rngs=nnx.Rngs(0)), make_optimizer(DIVERGING.optim, 1), 0
+    )
+    with Checkpointer(tmp_path / "nan" / "checkpoints", 1, 3) as ck:
+        state = ck.restore(state)
+    step = int(state.step)
+    assert all(np.isfinite(x).all() for x in _leaves(state.params))
+    batch = batch_for_step(task, DIVERGING.seed, step, TINY.data.batch_size, TINY.data.seq_len)
+    assert np.isfinite(float(next_token_loss(nnx.merge(graphdef, state.params), batch)))
 
 
 def test_eval_schedule():
@@ -116,7 +159,7 @@ def test_data_parallel_matches_single_device(tmp_path):
     """)
     env = {
         **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8",
         "JAX_PLATFORMS": "cpu",
     }
     proc = subprocess.run(
@@ -132,16 +175,18 @@ def test_data_parallel_matches_single_device(tmp_path):
 
 def test_tiny_end_to_end_sink_forms():
     """A short Bigram-Backcopy run in which the dormant head's BOS sink and the copy form."""
-    cfg = ExperimentConfig(
+    cfg = BBConfig(
         model=ModelConfig(d_model=32, d_mlp=128, max_len=32),
-        data=DataConfig(seq_len=32, batch_size=64),
+        data=BBDataConfig(seq_len=32, batch_size=64),
         optim=OptimConfig(lr=3e-3),
-        train=TrainConfig(steps=600, eval_every=600, progress=False),
+        train=TrainConfig(steps=300, eval_every=300, progress=False),
         seed=0,
     )
     task = make_task(cfg.data)
     evalset = analysis.BBEvalSet.build(task, eval_batch(task, 0, 128, 32))
-    result = _run(cfg, eval_fn=lambda m, s: analysis.analyse(m, evalset))
+    # seed 0 at step 300: BOS attention 0.68, backcopy CE 0.13 (the quick preset, in the slow
+    # set, checks the full claims at 1000 steps)
+    result = _run(cfg, eval_fn=lambda m, s: analysis.analyse(m, evalset), eval_steps=[0, 300])
     first, last = result.evals()[0], result.evals()[-1]
     assert first["layers"][0]["attn_bos_non_trigger"][0] < 0.2
     assert last["layers"][0]["attn_bos_non_trigger"][0] > 0.5

@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from experiments import two_domain_heads as td
-from sinks_jax.config import DataConfig, ModelConfig
+from sinks_jax.config import BBDataConfig, ModelConfig
 from sinks_jax.data import make_task
 from sinks_jax.errors import ConfigError
 from sinks_jax.model import GPT, Interventions
@@ -144,7 +144,7 @@ def test_trigger_role_attention_counts_earlier_keys_holding_a_role_character():
     only_q4 = jnp.zeros((1, t), bool).at[0, 4].set(True)
     # key 3 is the previous token of query 4, so only key 1 counts
     np.testing.assert_allclose(td.trigger_role_attention(att, role, only_q4), [0.5])
-    task = make_task(DataConfig(), 0)
+    task = make_task(BBDataConfig(), 0)
     same = td.make_domains(task, "first_token", 0).trigger_roles()
     np.testing.assert_array_equal(same[0], same[1])
     a_roles, b_roles = td.make_domains(task, "content", 0).trigger_roles()

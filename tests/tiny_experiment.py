@@ -19,21 +19,21 @@ import numpy as np
 
 from sinks_jax.claims import check
 from sinks_jax.cli import Experiment, RunContext, main
-from sinks_jax.config import DataConfig, ExperimentConfig, ModelConfig, OptimConfig, TrainConfig
+from sinks_jax.config import BBConfig, BBDataConfig, ModelConfig, OptimConfig, TrainConfig
 from sinks_jax.data import batch_for_step, make_task
 from sinks_jax.model import GPT
 from sinks_jax.train import train
 
 
 @dataclasses.dataclass(frozen=True)
-class TinyConfig(ExperimentConfig):
+class TinyConfig(BBConfig):
     wait_for: str = ""  # the run holds its lock until this file exists (at most 60 s)
 
 
 PRESETS = {
     "quick": TinyConfig(
         model=ModelConfig(vocab_size=14, max_len=16, d_model=16, d_mlp=32, n_heads=2),
-        data=DataConfig(seq_len=16, batch_size=8, table="synthetic", synthetic_vocab=12),
+        data=BBDataConfig(seq_len=16, batch_size=8, table="synthetic", synthetic_vocab=12),
         optim=OptimConfig(lr=3e-3),
         train=TrainConfig(
             steps=20, eval_every=10, log_every=5, checkpoint_every=10, progress=False
@@ -49,7 +49,7 @@ def params_sha256(params: Any) -> str:
     return digest.hexdigest()
 
 
-def train_tiny(cfg: ExperimentConfig, out_dir: Path | None, resume: Any = False, **kw: Any):
+def train_tiny(cfg: BBConfig, out_dir: Path | None, resume: Any = False, **kw: Any):
     """`sinks_jax.train.train` of a GPT on the config's Bigram-Backcopy task."""
     task = make_task(cfg.data, cfg.seed)
     return train(

@@ -7,7 +7,8 @@
 Each module runs in its own process (as `python -m <module> --preset P --out DIR/<name>`), so one
 failure does not stop the others. A module without the preset (e.g. `text`, which only the
 small-GPT modules have) is skipped. At the end the claims of every module are summarised in
-`DIR/summary.md` (default DIR: results/all/<preset>).
+`DIR/summary.md` (default DIR: results/all/<preset>), and `DIR/report.html` shows every claim,
+figure, config, wall time and the environment on one page (`sinks_jax.report_html`).
 """
 
 from __future__ import annotations
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             status[m] = run_module(m, args.preset, out_root)
         write_summary(out_root, args.preset, modules, status)  # kept up to date as runs finish
     print(summarise(out_root, modules, status))
+    write_report_html(out_root, args.preset, modules, status)
     return 0 if all(s == "ok" or s.startswith("no ") for s in status.values()) else 1
 
 
@@ -166,6 +168,21 @@ def write_summary(out_root: Path, preset: str, modules: list[str], status: dict[
     done = [m for m in modules if m in status]
     table = summarise(out_root, done, status)
     atomic_write_text(out_root / "summary.md", f"# All modules [{preset}]\n\n{table}\n")
+
+
+def write_report_html(
+    out_root: Path, preset: str, modules: list[str], status: dict[str, str]
+) -> None:
+    """`DIR/report.html` beside summary.md (figures linked relative to the page)."""
+    from sinks_jax import report_html
+
+    page = report_html.write(
+        out_root,
+        preset=preset,
+        status={short_name(m): status[m] for m in modules},
+        title=f"All modules [{preset}]",
+    )
+    print(f"[all] report: {page}", flush=True)
 
 
 if __name__ == "__main__":

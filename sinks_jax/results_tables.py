@@ -1,0 +1,439 @@
+"""The README's results section, generated from committed reference results, never typed.
+
+    python -m sinks_jax.results_tables                 # print the section
+    python -m sinks_jax.results_tables --write         # put it into README.md between the markers
+    python -m sinks_jax.results_tables --check         # exit 1 if README.md disagrees
+    python -m sinks_jax.results_tables --add RUN_DIR   # copy a finished run into the reference
+    python -m sinks_jax.results_tables --stale         # reference configs vs the current presets
+
+Reference results live in `results/reference/<module>/<preset>/`: the run's `metrics.json`,
+`report.md` and `config.json`, at most a key figure under 200 KB, and `env.json` (versions,
+machine, date, seed and the run folder it came from). Checkpoints and logs are never copied.
+The section between `<!-- results:begin -->` and `<!-- results:end -->` in README.md is a pure
+function of those files: an overview table (seed, claims passed / failed / undefined, wall time)
+and every module's claims (paper value, measured, threshold, status), numbers to 4 significant
+digits. Everything outside the markers is left alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import difflib
+import json
+import os
+import platform
+import re
+import shutil
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+BEGIN = "<!-- results:begin -->"
+END = "<!-- results:end -->"
+REFERENCE = Path("results") / "reference"
+README = Path("README.md")
+MAX_FIGURE_BYTES = 200_000
+# The figure kept with each module's reference run (the others stay in the run folder).
+KEY_FIGURES = {
+    "bigram_backcopy": "attention_no_trigger.png",
+    "residual_peak": "ablation_layer0_gap.png",
+    "optimizer_mitigations": "layer0_bos_residual.png",
+    "two_domain_heads": "head_maps_first_token.png",
+    "mutual_reinforcement": "mutual_reinforcement.png",
+    "adam_vs_sgd_peak": "adam_vs_sgd.png",
+    "ctr_construction": "construction_error.png",
+    "one_layer_cannot_average": "one_layer_cannot_average.png",
+    "ctr_emergence": "sink_vs_rel_mse.png",
+    "ctr_low_rank": "low_rank.png",
+    "sink_free_averaging": "sink_free_averaging.png",
+    "over_mixing": "required_sink_vs_depth.png",
+    "lm_sinks": "sink_rate_over_training.png",
+    "context_length_sweep": "sink_vs_context.png",
+    "depth_sweep": "sink_vs_depth.png",
+    "packing_sweep": "loss_table.png",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Module order and numbers
+
+
+def module_order() -> list[str]:
+    """Short module names in `experiments.all` order (the README's order)."""
+    from experiments.all import MODULES, short_name  # light: imports no experiment
+
+    return [short_name(m) for m in MODULES]
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """A compact cell: floats to `digits` significant digits, lists and dicts shortened."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value == 0:
+            return "0"
+        text = f"{value:.{digits}g}"
+        if "e" in text:  # 1.234e-05 -> 1.234e-5
+            mantissa, exp = text.split("e")
+            text = f"{mantissa}e{int(exp)}"
+        return text
+    if isinstance(value, list | tuple):
+        shown = [fmt(v, digits) for v in value[:6]]
+        return "[" + ", ".join(shown) + (", …" if len(value) > 6 else "") + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {fmt(v, digits)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def md_cell(value: Any) -> str:
+    """A markdown table cell: formatted, one line, `|` and tag-like `<` (`Attn_<s>`) escaped."""
+    text = value if isinstance(value, str) else fmt(value)
+    text = re.sub(r"<(?=[A-Za-z/!?])", "&lt;", " ".join(text.split()))
+    return text.replace("|", "\\|") or "—"
+
+
+def claim_status(claim: Mapping[str, Any]) -> str:
+    if "undefined" in claim:
+        return "UNDEFINED"
+    return "PASS" if claim.get("passed") else "FAIL"
+
+
+def claim_counts(claims: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    kinds = [claim_status(c) for c in claims]
+    return {
+        "pass": kinds.count("PASS"),
+        "fail": kinds.count("FAIL"),
+        "undefined": kinds.count("UNDEFINED"),
+        "total": len(kinds),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the reference
+
+
+def load_reference(root: str | Path = REFERENCE, preset: str = "quick") -> dict[str, dict]:
+    """{module: {"metrics": ..., "env": ...}} for every `root/<module>/<preset>/metrics.json`."""
+    found = {}
+    root = Path(root)
+    for path in sorted(root.glob(f"*/{preset}/metrics.json")):
+        env_path = path.parent / "env.json"
+        found[path.parent.parent.name] = {
+            "metrics": json.loads(path.read_text(encoding="utf-8")),
+            "env": json.loads(env_path.read_text(encoding="utf-8")) if env_path.exists() else {},
+        }
+    return found
+
+
+def ordered(names: Iterable[str], order: list[str]) -> list[str]:
+    """`names` in `order`, unknown ones after it in alphabetical order."""
+    names = set(names)
+    return [n for n in order if n in names] + sorted(names - set(order))
+
+
+def wall_time(entry: Mapping[str, Any]) -> float | None:
+    """The run's wall time: env.json's (the training run, when the claims were re-derived by a
+    resume) or metrics.json's."""
+    wall = entry["env"].get("wall_time_s", entry["metrics"].get("wall_time_s"))
+    return float(wall) if isinstance(wall, int | float) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+
+def render(
+    root: str | Path = REFERENCE, preset: str = "quick", order: list[str] | None = None
+) -> str:
+    """The README section (markdown, without the markers) for the reference under `root`."""
+    runs = load_reference(root, preset)
+    order = module_order() if order is None else order
+    names = ordered(runs, order)
+    missing = [n for n in order if n not in runs]
+    out = [
+        f"<!-- generated by `python -m sinks_jax.results_tables --write` from "
+        f"{Path(root).as_posix()}/*/{preset}/metrics.json; do not edit by hand -->",
+        "",
+        f"Reference runs at `{preset}` scale (`{Path(root).as_posix()}/<module>/{preset}/`: each "
+        "run's `metrics.json`, `report.md`, `config.json` and `env.json`, the machine and the "
+        "folder it came from).",
+        "",
+        "| module | seed | passed | failed | undefined | claims | wall time (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    totals = {"pass": 0, "fail": 0, "undefined": 0, "total": 0}
+    for name in names:
+        entry = runs[name]
+        n = claim_counts(entry["metrics"].get("claims", []))
+        for k in totals:
+            totals[k] += n[k]
+        wall = wall_time(entry)
+        seed = entry["metrics"].get("config", {}).get("seed", entry["env"].get("seed"))
+        out.append(
+            f"| `{name}` | {md_cell(seed)} | {n['pass']} | {n['fail']} | {n['undefined']} | "
+            f"{n['total']} | {'—' if wall is None else f'{wall:.0f}'} |"
+        )
+    out.append(
+        f"| **all** | | **{totals['pass']}** | {totals['fail']} | {totals['undefined']} | "
+        f"{totals['total']} | |"
+    )
+    if missing:
+        out += ["", "No reference run yet: " + ", ".join(f"`{m}`" for m in missing) + "."]
+    for name in names:
+        entry = runs[name]
+        claims = entry["metrics"].get("claims", [])
+        n = claim_counts(claims)
+        seed = entry["metrics"].get("config", {}).get("seed", entry["env"].get("seed"))
+        undefined = f", {n['undefined']} undefined" if n["undefined"] else ""
+        out += [
+            "",
+            f"<details><summary><code>{name}</code> (seed {fmt(seed)}): "
+            f"{n['pass']}/{n['total']} passed{undefined}</summary>",
+            "",
+            "| claim | paper | measured | threshold | status |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for c in claims:
+            status = claim_status(c)
+            if status == "UNDEFINED":
+                status = f"UNDEFINED: {c['undefined']}"
+            out.append(
+                f"| {md_cell(c.get('name'))} | {md_cell(c.get('paper_value'))} | "
+                f"{md_cell(c.get('measured'))} | {md_cell(c.get('threshold'))} | "
+                f"{md_cell(status)} |"
+            )
+        out += ["", "</details>"]
+    return "\n".join(out) + "\n"
+
+
+class MarkerError(ValueError):
+    """The README lacks the markers (or has them out of order, or more than once)."""
+
+
+def section_bounds(text: str) -> tuple[int, int]:
+    """Start and end offsets of the text between the markers."""
+    if text.count(BEGIN) != 1 or text.count(END) != 1:
+        raise MarkerError(f"README must hold {BEGIN} and {END} once each")
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    if end < start:
+        raise MarkerError(f"{END} comes before {BEGIN}")
+    return start, end
+
+
+def splice(text: str, section: str) -> str:
+    """`text` with the part between the markers replaced by `section`."""
+    start, end = section_bounds(text)
+    return text[:start] + "\n" + section + text[end:]
+
+
+def current_section(text: str) -> str:
+    start, end = section_bounds(text)
+    return text[start:end].removeprefix("\n")
+
+
+def diff_summary(old: str, new: str) -> str:
+    """One line: how many lines differ and the first difference."""
+    a, b = old.splitlines(), new.splitlines()
+    changed = [
+        line
+        for line in difflib.unified_diff(a, b, lineterm="", n=0)
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
+    removed = sum(line.startswith("-") for line in changed)
+    first = next(
+        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+    )
+    was = a[first] if first < len(a) else "<end>"
+    now = b[first] if first < len(b) else "<end>"
+    return (
+        f"{removed} README line(s) not rendered, {len(changed) - removed} rendered line(s) not in "
+        f"the README; first difference at section line {first + 1}: README {was[:60]!r}, "
+        f"rendered {now[:60]!r}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Is the reference still the code's preset?
+
+
+def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def stale(root: str | Path = REFERENCE, preset: str = "quick") -> dict[str, list[str]]:
+    """{module: differences} between each reference run's config and the module's current preset
+    (at the run's seed); an empty list where they agree. Imports every module (seconds)."""
+    import importlib
+
+    from experiments.all import MODULES, short_name
+    from sinks_jax.config import apply_overrides, to_dict
+
+    modules = {short_name(m): m for m in MODULES}
+    out = {}
+    for name, entry in load_reference(root, preset).items():
+        have = _flat(entry["metrics"].get("config", {}))
+        try:
+            exp = importlib.import_module(modules[name]).EXPERIMENT
+            cfg = exp.presets[preset]
+            if "seed" in have:
+                cfg = apply_overrides(cfg, [f"seed={have['seed']}"])
+            want = _flat(json.loads(json.dumps(to_dict(cfg))))
+        except Exception as err:  # noqa: BLE001 - reported per module
+            out[name] = [f"cannot build the current preset: {type(err).__name__}: {err}"]
+            continue
+        out[name] = [
+            f"{k}: {have.get(k, '<absent>')!r} -> {want.get(k, '<absent>')!r}"
+            for k in sorted(set(have) | set(want))
+            if have.get(k, "<absent>") != want.get(k, "<absent>")
+        ]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Adding a run to the reference
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores visible)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores visible)"
+
+
+def add_run(
+    run: str | Path,
+    root: str | Path = REFERENCE,
+    source: str | None = None,
+    wall_time_s: float | None = None,
+    note: str | None = None,
+) -> Path:
+    """Copy a finished run's small outputs into `root/<module>/<preset>/` with an env.json.
+
+    `source` names where it came from (default: `run`); `wall_time_s` overrides the recorded
+    wall time (e.g. the training run's, when the claims were re-derived by `--resume`)."""
+    from sinks_jax.run_dir import atomic_write_json, atomic_write_text
+
+    run = Path(run)
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    mark = json.loads((run / "run.json").read_text()) if (run / "run.json").exists() else {}
+    if mark and mark.get("status") != "complete":
+        raise ValueError(f"{run} is not a complete run (run.json status {mark.get('status')!r})")
+    name, preset = metrics["experiment"], metrics["preset"]
+    dest = Path(root) / name / preset
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    shutil.copy2(run / "metrics.json", dest / "metrics.json")
+    if (run / "report.md").exists():
+        shutil.copy2(run / "report.md", dest / "report.md")
+    if (run / "config.json").exists():
+        shutil.copy2(run / "config.json", dest / "config.json")
+    else:  # multi-run modules keep a config per training run; the module's is in metrics.json
+        atomic_write_text(dest / "config.json", json.dumps(metrics["config"], indent=2) + "\n")
+    key = KEY_FIGURES.get(name)
+    if key and (run / key).exists() and (run / key).stat().st_size < MAX_FIGURE_BYTES:
+        shutil.copy2(run / key, dest / key)
+    finished = datetime.datetime.fromtimestamp(
+        (run / "metrics.json").stat().st_mtime, tz=datetime.UTC
+    )
+    env = {
+        **metrics.get("environment", {}),
+        "platform": platform.platform(),
+        "cpu": _cpu(),
+        "date": finished.isoformat(timespec="seconds"),
+        "module": mark.get("module", name),
+        "preset": preset,
+        "seed": metrics.get("config", {}).get("seed"),
+        "argv": mark.get("argv"),
+        "source": str(source or run),
+        "wall_time_s": metrics.get("wall_time_s") if wall_time_s is None else wall_time_s,
+    }
+    if note:
+        env["note"] = note
+    atomic_write_json(dest / "env.json", env)
+    return dest
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m sinks_jax.results_tables",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="rewrite the README section")
+    mode.add_argument("--check", action="store_true", help="exit 1 if the README disagrees")
+    mode.add_argument("--add", metavar="RUN_DIR", help="copy a finished run into the reference")
+    mode.add_argument(
+        "--stale",
+        action="store_true",
+        help="list reference runs whose config is not the module's current preset (exit 1)",
+    )
+    parser.add_argument("--root", default=str(REFERENCE), help=f"default {REFERENCE}")
+    parser.add_argument("--readme", default=str(README), help=f"default {README}")
+    parser.add_argument("--preset", default="quick", help="default quick")
+    parser.add_argument("--source", help="with --add: where the run came from (env.json)")
+    parser.add_argument("--wall-time", type=float, help="with --add: the training wall time (s)")
+    parser.add_argument("--note", help="with --add: a note for env.json")
+    args = parser.parse_args(argv)
+    if args.add:
+        dest = add_run(args.add, args.root, args.source, args.wall_time, args.note)
+        print(f"added {args.add} as {dest}")
+        return 0
+    if args.stale:
+        diffs = stale(args.root, args.preset)
+        for name, diff in diffs.items():
+            print(f"{name}: " + ("current" if not diff else "; ".join(diff)))
+        return 1 if any(diffs.values()) else 0
+    section = render(args.root, args.preset)
+    if not (args.write or args.check):
+        print(section, end="")
+        return 0
+    readme = Path(args.readme)
+    try:
+        text = readme.read_text(encoding="utf-8")
+        old = current_section(text)
+    except (OSError, MarkerError) as err:
+        print(f"error: {readme}: {err}", file=sys.stderr)
+        return 2
+    if args.check:
+        if old == section:
+            print(f"{readme}: results section matches {args.root}")
+            return 0
+        print(
+            f"{readme}: results section is stale: {diff_summary(old, section)}; "
+            "run `python -m sinks_jax.results_tables --write`",
+            file=sys.stderr,
+        )
+        return 1
+    if old != section:
+        from sinks_jax.run_dir import atomic_write_text
+
+        atomic_write_text(readme, splice(text, section))
+        print(f"{readme}: results section rewritten from {args.root}")
+    else:
+        print(f"{readme}: results section already matches {args.root}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

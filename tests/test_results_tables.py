@@ -1,0 +1,183 @@
+"""The README's results section and report.html, rendered from a tiny fake results folder."""
+
+import json
+import struct
+import zlib
+
+import pytest
+
+from experiments import all as run_all
+from sinks_jax import report_html, results_tables
+
+CLAIMS_A = [
+    {"name": "sink", "paper_value": "0.78 (1k)", "measured": 0.904686, "threshold": ">= 0.8",
+     "passed": True},
+    {"name": "drain | ratio", "paper_value": None, "measured": 1.23456e-7, "threshold": "<= 0.35",
+     "passed": False},
+    {"name": "ratio", "paper_value": "Attn_<s> > 0.5", "measured": None, "threshold": ">= 1",
+     "passed": False, "undefined": "no clear sink"},
+]  # fmt: skip
+CLAIMS_B = [
+    {"name": "all_active", "paper_value": "yes", "measured": True, "threshold": "== 1",
+     "passed": True},
+]  # fmt: skip
+
+
+def png() -> bytes:
+    """A valid 1×1 PNG."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00"))
+        + chunk(b"IEND", b"")
+    )
+
+
+def write_run(folder, name, claims, seed=0, wall=52.4, figures=()):
+    folder.mkdir(parents=True)
+    metrics = {
+        "experiment": name,
+        "preset": "quick",
+        "config": {"seed": seed, "train": {"steps": 10}},
+        "wall_time_s": wall,
+        "environment": {"python": "3.11.7", "jax": "0.10.2", "flax": "0.12.8"},
+        "claims": claims,
+        "figures": list(figures),
+    }
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    for f in figures:
+        (folder / f).write_bytes(png())
+    return folder
+
+
+@pytest.fixture
+def reference(tmp_path):
+    root = tmp_path / "reference"
+    write_run(root / "alpha" / "quick", "alpha", CLAIMS_A, figures=["a.png"])
+    write_run(root / "beta" / "quick", "beta", CLAIMS_B, seed=3, wall=7.0)
+    (root / "beta" / "quick" / "env.json").write_text(json.dumps({"wall_time_s": 900.2}))
+    return root
+
+
+def test_render_counts_and_formats_every_claim(reference):
+    text = results_tables.render(reference, order=["beta", "alpha", "gamma"])
+    assert "| `beta` | 3 | 1 | 0 | 0 | 1 | 900 |" in text  # env.json's wall time wins
+    assert "| `alpha` | 0 | 1 | 1 | 1 | 3 | 52 |" in text
+    assert "| **all** | | **2** | 1 | 1 | 4 | |" in text
+    assert text.index("`beta`") < text.index("`alpha`")
+    assert "No reference run yet: `gamma`." in text
+    assert "| sink | 0.78 (1k) | 0.9047 | >= 0.8 | PASS |" in text
+    assert "| drain \\| ratio | — | 1.235e-7 | <= 0.35 | FAIL |" in text
+    assert "| ratio | Attn_&lt;s> > 0.5 | — | >= 1 | UNDEFINED: no clear sink |" in text
+    assert "| all_active | yes | yes | == 1 | PASS |" in text
+
+
+def test_fmt_is_compact():
+    assert results_tables.fmt(0.000123456) == "0.0001235"
+    assert results_tables.fmt(123456.7) == "1.235e5"
+    assert results_tables.fmt(3) == "3" and results_tables.fmt(0.0) == "0"
+    assert results_tables.fmt([1.0, 2.5, 3, 4, 5, 6, 7]) == "[1, 2.5, 3, 4, 5, 6, …]"
+
+
+def test_check_and_write(reference, tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    before, after = "# Title\n\nprose 1.0\n\n", "\n\n## Next\n\nmore prose\n"
+    readme.write_text(f"{before}{results_tables.BEGIN}\nold table\n{results_tables.END}{after}")
+    args = ["--root", str(reference), "--readme", str(readme)]
+
+    assert results_tables.main([*args, "--check"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "stale" in err and "--write" in err
+
+    assert results_tables.main([*args, "--write"]) == 0
+    text = readme.read_text()
+    assert text.startswith(before + results_tables.BEGIN)
+    assert text.endswith(results_tables.END + after)
+    assert "| sink | 0.78 (1k) | 0.9047 |" in text
+    assert results_tables.main([*args, "--check"]) == 0
+
+    metrics_path = reference / "alpha" / "quick" / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    metrics["claims"][0]["measured"] = 0.91
+    metrics_path.write_text(json.dumps(metrics))
+    capsys.readouterr()
+    assert results_tables.main([*args, "--check"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "0.9047" in err
+
+    readme.write_text("no markers here\n")
+    assert results_tables.main([*args, "--check"]) == 2
+    assert "must hold" in capsys.readouterr().err
+
+
+def test_add_run_copies_only_small_outputs(tmp_path):
+    run = write_run(tmp_path / "run", "bigram_backcopy", CLAIMS_B, figures=["probe.png"])
+    (run / "attention_no_trigger.png").write_bytes(png())
+    (run / "checkpoints" / "1000").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("{}\n")
+    (run / "run.json").write_text(json.dumps({"status": "complete", "argv": ["--seed", "0"]}))
+    dest = results_tables.add_run(run, tmp_path / "ref", wall_time_s=60.0)
+    assert dest == tmp_path / "ref" / "bigram_backcopy" / "quick"
+    names = sorted(p.name for p in dest.iterdir())
+    assert names == ["attention_no_trigger.png", "config.json", "env.json", "metrics.json"]
+    env = json.loads((dest / "env.json").read_text())
+    assert env["seed"] == 0 and env["wall_time_s"] == 60.0 and env["source"] == str(run)
+    assert env["jax"] == "0.10.2" and env["argv"] == ["--seed", "0"]
+
+    (run / "run.json").write_text(json.dumps({"status": "running"}))
+    with pytest.raises(ValueError, match="not a complete run"):
+        results_tables.add_run(run, tmp_path / "ref")
+
+
+@pytest.mark.parametrize("embed", [False, True])
+def test_report_html_has_claims_figures_configs_and_environment(reference, tmp_path, embed):
+    out = tmp_path / "pages" / "report.html"
+    report_html.write(reference, out, embed=embed)
+    page = out.read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert "2 passed / 4 claims / 1 undefined (1 failed) in 2 module(s)" in page
+    assert "drain | ratio" in page
+    assert 'UNDEFINED<span class="why">no clear sink</span>' in page
+    assert "<details><summary>config</summary>" in page and "&quot;steps&quot;: 10" in page
+    assert "3.11.7" in page and "0.12.8" in page and "platform" in page
+    if embed:
+        assert 'src="data:image/png;base64,' in page
+    else:
+        assert 'src="../reference/alpha/quick/a.png"' in page
+    assert "a.png — alpha" in page and "no run: bigram_backcopy, " in page
+
+
+def test_experiments_all_writes_report_html(tmp_path, monkeypatch):
+    def fake_run(module, preset, out_root):
+        write_run(out_root / run_all.short_name(module), "adam_vs_sgd_peak", CLAIMS_B,
+                  figures=["adam_vs_sgd.png"])  # fmt: skip
+        return "ok"
+
+    monkeypatch.setattr(run_all, "run_module", fake_run)
+    assert run_all.main(["--only", "adam_vs_sgd_peak", "--out", str(tmp_path)]) == 0
+    page = (tmp_path / "report.html").read_text()
+    assert "1 passed / 1 claims / 0 undefined" in page
+    assert 'src="adam_vs_sgd_peak/adam_vs_sgd.png"' in page
+    assert (tmp_path / "summary.md").exists()
+
+
+def test_stale_compares_reference_configs_with_the_current_presets(tmp_path):
+    from proofs_numeric import adam_vs_sgd_peak
+    from sinks_jax.config import to_dict
+
+    config = json.loads(json.dumps(to_dict(adam_vs_sgd_peak.EXPERIMENT.presets["quick"])))
+    folder = write_run(tmp_path / "adam_vs_sgd_peak" / "quick", "adam_vs_sgd_peak", CLAIMS_B)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    (folder / "metrics.json").write_text(json.dumps({**metrics, "config": config}))
+    assert results_tables.stale(tmp_path) == {"adam_vs_sgd_peak": []}
+    first = next(k for k in config if k != "seed")
+    config[first] = "changed"
+    (folder / "metrics.json").write_text(json.dumps({**metrics, "config": config}))
+    (diff,) = results_tables.stale(tmp_path)["adam_vs_sgd_peak"]
+    assert diff.startswith(f"{first}: 'changed' -> ")

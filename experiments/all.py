@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -152,13 +153,21 @@ def prepare(
     return out_root, presets
 
 
+def _env_with_checkout() -> dict[str, str]:
+    """The environment with this checkout on PYTHONPATH: `experiments` and `proofs_numeric` are
+    not installed, so the module processes find them from any working directory."""
+    root = str(Path(__file__).resolve().parents[1])
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
+
+
 def run_module(module: str, preset: str, out_root: Path) -> str:
     """Run one module in its own process; its status: 'ok' or 'exit N'."""
     out = out_root / short_name(module)
     cmd = [sys.executable, "-m", module, "--preset", preset, "--out", str(out)]
     print(f"[all] {' '.join(cmd[1:])}", flush=True)
     t0 = time.perf_counter()
-    rc = subprocess.call(cmd)
+    rc = subprocess.call(cmd, env=_env_with_checkout())
     status = "ok" if rc == 0 else f"exit {rc}"
     print(f"[all] {short_name(module)}: {status} in {time.perf_counter() - t0:.0f} s", flush=True)
     return status

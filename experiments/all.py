@@ -58,7 +58,7 @@ def presets_or_error(module: str) -> list[str] | str:
     """The module's presets, or the one-line reason it cannot be imported."""
     try:
         return presets_of(module)
-    except Exception as e:  # noqa: BLE001 - reported per module, the others still run
+    except Exception as e:  # any failure is reported per module; the others still run
         return f"import failed: {type(e).__name__}: {e}"
 
 

@@ -29,7 +29,7 @@ from sinks_jax import corpus, lm, plotting
 from sinks_jax.claims import check
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import TrainConfig
-from sinks_jax.lm_presets import (  # noqa: F401 (re-exported for forks of this module)
+from sinks_jax.lm_presets import (
     BUILTIN_TEXT,
     PAPER_MODEL,
     PAPER_OPTIM,

@@ -22,6 +22,7 @@ Both W_Q W_Kᵀ are rank 1. Everything is float64; the error is the relative err
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Any
 
 import jax
@@ -200,7 +201,7 @@ def run(cfg: ConstructionConfig, ctx: RunContext) -> dict[str, Any]:
     fits = {k: log_fit(n) for k, n in needed.items()}
     tied, catch = fits["α = γ"], fits[f"γ = {cfg.sweep_gamma:g}"]
     ordered = [errors[a] for a in sorted(cfg.alphas)]
-    strictly_down = all(b < a or b == 0.0 for a, b in zip(ordered, ordered[1:], strict=False))
+    strictly_down = all(b < a or b == 0.0 for a, b in itertools.pairwise(ordered))
     claims = [
         check("median_rel_error_alpha16", errors.get(16.0), "<=", 1e-6, "1.9e-7 (reference)"),
         check("median_rel_error_alpha32", errors.get(32.0), "<=", 1e-12, "1.8e-14 (reference)"),

@@ -117,10 +117,7 @@ def sample(cfg: AveragingConfig, key: jax.Array, batch_size: int | None = None) 
     running = jnp.cumsum(jnp.where(averaged_BxN[..., None], x_BxNxX, 0.0), axis=1)
     running = running / jnp.maximum(counted, 1)[..., None]
     last = jnp.broadcast_to(pos_N[None] == cfg.seq_len, (b, n))
-    if cfg.running_mean:
-        mask = (active_BxN | cfg.conditional) & (pos_N[None] >= 1)
-    else:
-        mask = last
+    mask = (active_BxN | cfg.conditional) & (pos_N[None] >= 1) if cfg.running_mean else last
     targets = jnp.where((mask & active_BxN)[..., None], running, 0.0)
     chex.assert_shape(features, (b, n, cfg.n_features))
     return AveragingBatch(features, targets, mask.astype(jnp.float32), sep_B, has_B)

@@ -121,7 +121,7 @@ def synthetic_table(
     marginal = np.zeros(v)
     marginal[:vocab] = stationary / stationary.sum()
     cond[vocab] = cond[vocab + 1] = marginal
-    itos = tuple(f"c{i}" for i in range(vocab)) + ("<s_0>", "<d>")
+    itos = (*(f"c{i}" for i in range(vocab)), "<s_0>", "<d>")
     triggers = _select_triggers(marginal, n_triggers, exclude=(vocab, vocab + 1))
     return BigramBackcopyTask(cond, marginal, vocab, vocab + 1, triggers, itos)
 

@@ -80,7 +80,7 @@ def bb_attention(att_BxHxTxT: jax.Array, trigger_BxT: jax.Array) -> dict[str, ja
     over trigger queries; previous-token attention A[t, t-1] over trigger queries."""
     chex.assert_rank(att_BxHxTxT, 4)
     chex.assert_rank(trigger_BxT, 2)
-    b, _, t, _ = att_BxHxTxT.shape
+    _, _, t, _ = att_BxHxTxT.shape
     bos_BxHxT = att_BxHxTxT[..., 0]
     prev_BxHxT = jnp.concatenate(
         [

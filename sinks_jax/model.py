@@ -477,10 +477,8 @@ class GPT(DecoderTrunk):
         x_BxTxD, layers, embeddings = self.run_trunk(
             x_BxTxD, positions_BxT, mask_BxTxT, capture, interventions
         )
-        if self.head is None:
-            logits_BxTxV = self.token_embed.attend(x_BxTxD)
-        else:
-            logits_BxTxV = self.head(x_BxTxD)
+        head = self.token_embed.attend if self.head is None else self.head  # tied or not
+        logits_BxTxV = head(x_BxTxD)
         chex.assert_shape(logits_BxTxV, (b, t, self.cfg.vocab_size))
         return self.output(logits_BxTxV, layers, embeddings, capture)
 

@@ -61,7 +61,7 @@ def describe(name: str) -> str:
         return ""
     try:
         text = str(importlib.import_module(module).EXPERIMENT.description)
-    except Exception:  # noqa: BLE001 - a caption is optional
+    except Exception:  # a caption is optional
         return ""
     return " ".join(text.strip().split("\n\n")[0].split())  # its first paragraph
 

@@ -188,7 +188,7 @@ def eval_schedule(steps: int, every: int, log_points: int = 16) -> list[int]:
     """0, every multiple of `every`, the last step, plus `log_points` log-spaced early steps."""
     points = set(range(0, steps + 1, every)) | {steps}
     if steps > 1:
-        points |= {int(round(x)) for x in np.geomspace(1, steps, log_points)}
+        points |= {round(x) for x in np.geomspace(1, steps, log_points)}
     return sorted(points)
 
 

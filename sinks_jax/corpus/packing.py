@@ -5,35 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from sinks_jax.corpus.config import (  # noqa: F401
+from sinks_jax.corpus.config import (
     BOS,
     EOS,
-    PACKINGS,
     PAD,
-    SOURCES,
-    SYNTHETIC_VERSION,
-    TOKENIZERS,
-    VOCAB_SIZE,
     CorpusConfig,
-    is_byte_text,
-    vocab_size,
 )
-from sinks_jax.corpus.store import (  # noqa: F401
-    CACHE_FORMAT,
-    MANIFEST,
+from sinks_jax.corpus.store import (
     TokenStore,
-    _atomic_save_npy,
-    _cache_write_error,
-    _hash,
-    _load_cache,
-    _one_line,
-    _sha256,
-    _tokenizer_class,
-    _train_bpe,
-    _write_cache,
-    build_store,
-    decode,
-    encode,
 )
 from sinks_jax.data import Batch
 from sinks_jax.errors import DataError

@@ -10,18 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sinks_jax.corpus.config import (  # noqa: F401
-    BOS,
-    EOS,
-    PACKINGS,
-    PAD,
-    SOURCES,
-    SYNTHETIC_VERSION,
-    TOKENIZERS,
-    VOCAB_SIZE,
+from sinks_jax.corpus.config import (
     CorpusConfig,
-    is_byte_text,
-    vocab_size,
 )
 from sinks_jax.data import load_shakespeare_table
 from sinks_jax.errors import DataError

@@ -11,27 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
-from sinks_jax.corpus.config import (  # noqa: F401
+from sinks_jax.corpus.config import (
     BOS,
     EOS,
-    PACKINGS,
     PAD,
-    SOURCES,
     SYNTHETIC_VERSION,
-    TOKENIZERS,
     VOCAB_SIZE,
     CorpusConfig,
-    is_byte_text,
-    vocab_size,
 )
-from sinks_jax.corpus.sources import (  # noqa: F401
-    _CONTROL_BYTES,
-    _REPLACEMENT_UTF8,
-    BINARY_SHARE,
-    _doc_lengths,
-    _json_kind,
-    _jsonl_text,
-    _read_corpus_text,
+from sinks_jax.corpus.sources import (
     builtin_documents,
     path_documents,
     synthetic_documents,
@@ -114,8 +102,8 @@ def _write_cache(cache: Path, tokens: np.ndarray, offsets: np.ndarray, key: str)
         manifest = {
             "format": CACHE_FORMAT,
             "content_hash": key,
-            "n_tokens": int(len(tokens)),
-            "n_docs": int(len(offsets) - 1),
+            "n_tokens": len(tokens),
+            "n_docs": len(offsets) - 1,
             "tokens_dtype": str(tokens.dtype),
             "offsets_dtype": str(offsets.dtype),
             "tokens_bytes": (cache / "tokens.npy").stat().st_size,
@@ -316,6 +304,6 @@ def build_store(cfg: CorpusConfig, seed: int = 0) -> TokenStore:
             f"corpus {desc['source']} has {n} document(s); need at least 2 (train and validation)"
         )
     order = np.random.default_rng(0).permutation(n)  # split independent of the training seed
-    n_val = max(1, int(round(cfg.val_fraction * n)))
-    info = {**desc, "n_docs": n, "n_tokens": int(len(tokens)), "cache": str(cache)}
+    n_val = max(1, round(cfg.val_fraction * n))
+    info = {**desc, "n_docs": n, "n_tokens": len(tokens), "cache": str(cache)}
     return TokenStore(tokens, offsets, np.sort(order[n_val:]), np.sort(order[:n_val]), info)

@@ -184,6 +184,19 @@ def make_train_step(
     return train_step
 
 
+@functools.lru_cache(maxsize=64)
+def _good_to_save(graphdef: nnx.GraphDef, loss_fn: LossFn):
+    """Jitted (params, batch) -> True when every parameter and the loss on `batch` are finite."""
+
+    @jax.jit
+    def good(params, batch: Batch) -> jax.Array:
+        finite = [jnp.isfinite(x).all() for x in jax.tree.leaves(params)]
+        loss = loss_fn(nnx.merge(graphdef, params), batch)
+        return jnp.all(jnp.stack([*finite, jnp.isfinite(loss)]))
+
+    return good
+
+
 def eval_schedule(steps: int, every: int, log_points: int = 16) -> list[int]:
     """0, every multiple of `every`, the last step, plus `log_points` log-spaced early steps."""
     points = set(range(0, steps + 1, every)) | {steps}
@@ -413,20 +426,25 @@ def _train(
 
     pending: list[tuple[int, jax.Array]] = []  # (step, loss) not yet checked for NaN
 
+    def diverged(step: int) -> TrainingDivergedError:
+        kept = ""
+        if ckpt is not None and ckpt.latest_step() is not None:
+            kept = (
+                f"; the last good checkpoint (step {ckpt.latest_step()}) is kept in "
+                f"{ckpt.directory}"
+            )
+        return TrainingDivergedError(
+            f"loss became NaN/inf at step {step}{kept}. Lower optim.lr, enable optim.grad_clip, "
+            "or resume from the checkpoint with different settings."
+        )
+
     def check_finite() -> None:
         bad = _first_bad(pending)
         if bad is not None:
-            kept = ""
-            if ckpt is not None and ckpt.latest_step() is not None:
-                kept = (
-                    f"; the last good checkpoint (step {ckpt.latest_step()}) is kept in "
-                    f"{ckpt.directory}"
-                )
-            raise TrainingDivergedError(
-                f"loss became NaN/inf at step {bad}{kept}. Lower optim.lr, enable optim.grad_clip, "
-                "or resume from the checkpoint with different settings."
-            )
+            raise diverged(bad)
         pending.clear()
+
+    good_to_save = _good_to_save(graphdef, loss_fn)
 
     t0 = time.perf_counter()
     interactive = sys.stderr.isatty()  # in logs (CI, nohup) redraw rarely instead of 30 times/s
@@ -465,6 +483,11 @@ def _train(
                 bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
             run_eval(done)
             if is_ckpt:
+                # A checkpoint is good only if its parameters are finite and give a finite loss
+                # on the next step's batch (that loss is otherwise only seen one step later).
+                next_batch = sharding.shard_batch(batch_fn(done), mesh)
+                if not bool(good_to_save(state.params, next_batch)):
+                    raise diverged(done + 1)
                 ckpt.save(done, state, force=done == tc.steps)
         check_finite()
     finally:

@@ -108,7 +108,9 @@ def test_trigger_sink_scores_and_claims_on_an_untrained_model():
     assert sf.solved_step([{"step": 0, "rel_mse": 1.0}, {"step": 50, "rel_mse": 0.005}], 0.01) == 50
 
 
-def test_short_run_reports_every_task_and_variant(tmp_path):
+def _short_run(tmp_path, tiny: bool):
+    import dataclasses
+
     from experiments import sink_free_averaging as sf
     from sinks_jax.cli import RunContext
     from sinks_jax.config import TrainConfig
@@ -117,6 +119,9 @@ def test_short_run_reports_every_task_and_variant(tmp_path):
         sweep=sf.SinkFreeSweep(dense_variants=("relu",)),
         train=TrainConfig(steps=10, eval_every=10, checkpoint_every=10, progress=False),
     )
+    if tiny:  # T 8, d_x 4, d_model 16
+        model = dataclasses.replace(cfg.model, d_model=16, d_mlp=16)
+        cfg = dataclasses.replace(cfg, data=av.AveragingConfig(seq_len=8, d_x=4), model=model)
     out = sf.run(cfg, RunContext(tmp_path, "test", False, False))
     assert [(r["task"], r["attention"]) for r in out["results"]] == [
         *[("averaging", v) for v in sf.VARIANTS],
@@ -126,6 +131,15 @@ def test_short_run_reports_every_task_and_variant(tmp_path):
     trig = out["results"][4]
     assert trig["trigger_blind_baseline"] == 0.5 and trig["final_rel_mse_all_positions"] > 0
     assert (tmp_path / "sink_free_averaging.png").exists()
+
+
+def test_tiny_run_reports_every_task_and_variant(tmp_path):
+    _short_run(tmp_path, tiny=True)
+
+
+@pytest.mark.slow
+def test_short_run_reports_every_task_and_variant(tmp_path):
+    _short_run(tmp_path, tiny=False)
 
 
 def test_an_empty_dense_variant_list_is_refused_before_training():

@@ -14,6 +14,8 @@ Public names used, and nothing else: `GPT`, `VectorTransformer`, `ModelConfig`, 
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -97,19 +99,9 @@ def lm_case() -> tuple[float, float, float]:
 
 def averaging_case() -> tuple[float, float, float]:
     task = averaging.AveragingConfig(seq_len=8, d_x=4, batch_size=8)
-    cfg = ModelConfig(
-        d_model=16,
-        d_mlp=16,
-        n_layers=2,
-        n_heads=1,
-        positions="none",
-        norm="none",
-        final_norm=False,
-        layers_without_mlp=(0, 1),
-        init="torch",
-        use_bias=False,
-    )
-    optim = OptimConfig(name="adam", lr=3e-3, b2=0.99, weight_decay=0.0)
+    preset = averaging.AveragingExperimentConfig()  # its model and optimiser, made tiny
+    cfg = dataclasses.replace(preset.model, d_model=16, d_mlp=16)
+    optim = preset.optim
     batch = averaging.sample(task, jax.random.key(3))
     model = VectorTransformer(cfg, task.n_features, task.d_x, rngs=nnx.Rngs(SEED))
     return _two_steps(model, optim, batch, averaging.mse_loss)

@@ -485,7 +485,14 @@ def _train(
             if is_ckpt:
                 # A checkpoint is good only if its parameters are finite and give a finite loss
                 # on the next step's batch (that loss is otherwise only seen one step later).
-                next_batch = sharding.shard_batch(batch_fn(done), mesh)
+                # With micro-batches only the first part is checked (the whole batch need not
+                # fit in memory at once): part 0, rows 0, k, 2k, ... as in the train step.
+                next_batch = batch_fn(done)
+                if tc.microbatches > 1:
+                    part = jax.tree.map(lambda x: x[:: tc.microbatches], next_batch)
+                    next_batch = sharding.replicate(part, mesh)  # any row count
+                else:
+                    next_batch = sharding.shard_batch(next_batch, mesh)
                 if not bool(good_to_save(state.params, next_batch)):
                     raise diverged(done + 1)
                 ckpt.save(done, state, force=done == tc.steps)

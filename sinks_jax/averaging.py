@@ -105,7 +105,7 @@ def sample(cfg: AveragingConfig, key: jax.Array, batch_size: int | None = None) 
     is_sep = pos_N[None] == sep_B[:, None]
     is_content = ~is_bos & ~is_sep
     features = token_features(x_BxNxX, is_bos, is_sep, is_content)
-    x_BxNxX = jnp.where(is_content[..., None], x_BxNxX, 0.0)
+    x_BxNxX = features[..., : cfg.d_x]  # the content vectors, zero off content tokens
 
     if cfg.conditional:  # mean of all content so far, once the trigger has been seen; else 0
         averaged_BxN = is_content

@@ -23,12 +23,13 @@ import jax
 from flax import nnx
 
 from experiments import bigram_backcopy, lm_sinks
+from sinks_jax.batch import Batch
 from sinks_jax.cli import environment
-from sinks_jax.data import Batch, batch_for_step, make_task
 from sinks_jax.errors import ConfigError
 from sinks_jax.forward import apply
 from sinks_jax.model import GPT, Capture
 from sinks_jax.run_dir import atomic_write_json
+from sinks_jax.tasks.bigram_backcopy.data import batch_for_step, make_task
 from sinks_jax.train import check_microbatches, init_state, make_optimizer, make_train_step
 
 

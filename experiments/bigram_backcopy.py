@@ -19,18 +19,20 @@ import jax
 import numpy as np
 from flax import nnx
 
-from sinks_jax import analysis, metrics, plotting
-from sinks_jax.bb_runs import train_bb
+from sinks_jax import metrics, plotting
 from sinks_jax.claims import check
 from sinks_jax.cli import Experiment, RunContext, main
-from sinks_jax.config import BBConfig, BBDataConfig, ModelConfig, OptimConfig, TrainConfig
-from sinks_jax.data import (
+from sinks_jax.config import ModelConfig, OptimConfig, TrainConfig
+from sinks_jax.forward import apply
+from sinks_jax.model import Capture, Interventions
+from sinks_jax.tasks.bigram_backcopy import analysis
+from sinks_jax.tasks.bigram_backcopy.config import BBConfig, BBDataConfig
+from sinks_jax.tasks.bigram_backcopy.data import (
     BigramBackcopyTask,
     sample_sequences,
     trigger_free_task,
 )
-from sinks_jax.forward import apply
-from sinks_jax.model import Capture, Interventions
+from sinks_jax.tasks.bigram_backcopy.runs import train_bb
 
 PRESETS = {
     "quick": BBConfig(

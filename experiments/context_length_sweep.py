@@ -26,10 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from sinks_jax import corpus, lm, lm_presets, metrics, plotting
+from sinks_jax import metrics, plotting
 from sinks_jax.claims import check
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import TrainConfig, require
+from sinks_jax.tasks import corpus, lm, lm_presets
 from sinks_jax.train import eval_schedule
 
 PAPER_STATEMENT = (

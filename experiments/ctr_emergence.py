@@ -1,5 +1,5 @@
 """Does training find catch, tag, release? (Zhang, Khan & Papyan 2025, arXiv 2502.00919, §4; the
-task is our precise version, `sinks_jax.averaging`, since the paper's code is not public.)
+task is our precise version, `sinks_jax.tasks.averaging`, since the paper's code is not public.)
 
 A two-layer attention-only model (one head per layer, no MLP, no LayerNorm) is trained on the
 averaging task over many seeds. Per seed we report relMSE, layer 1's SEP sink score (mean over
@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from sinks_jax import averaging as av
 from sinks_jax import plotting
 from sinks_jax.claims import check, check_if
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import TrainConfig, require, run_config
 from sinks_jax.forward import apply
 from sinks_jax.model import Capture
+from sinks_jax.tasks import averaging as av
 
 
 @dataclasses.dataclass(frozen=True)

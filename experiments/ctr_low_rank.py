@@ -1,5 +1,5 @@
 """Sink-making weights are low-rank (Zhang, Khan & Papyan 2025, arXiv 2502.00919, §5; the task is
-our precise version, `sinks_jax.averaging`, since the paper's code is not public).
+our precise version, `sinks_jax.tasks.averaging`, since the paper's code is not public).
 
 Two-layer attention-only models are trained on the averaging task with AdamW (weight decay 0.1).
 For each successful seed (relMSE ≤ 0.01) we take layer 1's bilinear form B = W_Q W_Kᵀ, keep its
@@ -21,11 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sinks_jax import averaging as av
 from sinks_jax import plotting
 from sinks_jax.claims import check
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import OptimConfig, TrainConfig, require, run_config
+from sinks_jax.tasks import averaging as av
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,11 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sinks_jax import corpus, lm, lm_presets, metrics, mixing, plotting
+from sinks_jax import metrics, mixing, plotting
 from sinks_jax.claims import check
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import TrainConfig, require
 from sinks_jax.forward import jit_with_model
+from sinks_jax.tasks import corpus, lm, lm_presets
 
 BARBERO_TABLE_1 = [
     {"model": "Llama 3.1 8B", "layers": 32, "sink rate (ε = 0.8)": "45.97 %"},

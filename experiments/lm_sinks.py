@@ -1,12 +1,12 @@
 """Does a small GPT grow an attention sink? The baseline of the language-model experiments
 (Barbero et al. 2025, arXiv 2504.02732, §4; the sink metric of Gu et al. 2025, ICLR).
 
-One GPT is trained on a corpus (`sinks_jax.corpus`) and measured on a fixed validation batch at
-every eval: validation loss; Gu's sink score of key k for each (layer, head), the mean over the
-queries that see k of A[q, k]; the sink rate, the share of (layer, head) whose first-position
-score exceeds ε (0.3, and 0.8 as in Barbero's Table 1), overall and per layer; sink scores by
-token class (BOS, first non-BOS token, EOS, newline, space, punctuation); the first position's
-residual norm against the others per layer; massive activations (Sun et al. 2024).
+One GPT is trained on a corpus (`sinks_jax.tasks.corpus`) and measured on a fixed validation batch
+at every eval: validation loss; Gu's sink score of key k for each (layer, head), the mean over the
+queries that see k of A[q, k]; the sink rate, the share of (layer, head) whose first-position score
+exceeds ε (0.3, and 0.8 as in Barbero's Table 1), overall and per layer; sink scores by token class
+(BOS, first non-BOS token, EOS, newline, space, punctuation); the first position's residual norm
+against the others per layer; massive activations (Sun et al. 2024).
 
 Presets: `quick` trains on synthetic Bigram-Backcopy documents, where heads need a no-op and a
 sink forms within minutes on a CPU; `text` trains on the built-in corpus (Python's own English
@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from sinks_jax import corpus, lm, plotting
+from sinks_jax import plotting
 from sinks_jax.claims import check
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import TrainConfig
-from sinks_jax.lm_presets import (
+from sinks_jax.tasks import corpus, lm
+from sinks_jax.tasks.lm_presets import (
     BUILTIN_TEXT,
     PAPER_MODEL,
     PAPER_OPTIM,

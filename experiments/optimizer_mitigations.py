@@ -22,17 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from sinks_jax import analysis, plotting
-from sinks_jax.bb_runs import THREE_LAYER, BBRun, train_bb
+from sinks_jax import plotting
 from sinks_jax.claims import check
 from sinks_jax.cli import Experiment, RunContext, main
-from sinks_jax.config import (
-    BBConfig,
-    OptimConfig,
-    TrainConfig,
-    require,
-    run_config,
-)
+from sinks_jax.config import OptimConfig, TrainConfig, require, run_config
+from sinks_jax.tasks.bigram_backcopy import analysis
+from sinks_jax.tasks.bigram_backcopy.config import BBConfig
+from sinks_jax.tasks.bigram_backcopy.runs import THREE_LAYER, BBRun, train_bb
 
 
 @dataclasses.dataclass(frozen=True)

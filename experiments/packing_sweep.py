@@ -1,9 +1,9 @@
 """How data packing decides where sinks form (Barbero et al. 2025, arXiv 2504.02732, §5), and how
 far a one-token perturbation spreads with and without BOS (their Gemma 7B figure, §4).
 
-One small GPT per packing strategy (`sinks_jax.corpus.PACKINGS`), same budget. Each is evaluated
-under three inference formats: BOS + a document from its start; the document from its start
-without BOS (both scored on the same tokens x_2..x_T); a window starting mid-document without
+One small GPT per packing strategy (`sinks_jax.tasks.corpus.PACKINGS`), same budget. Each is
+evaluated under three inference formats: BOS + a document from its start; the document from its
+start without BOS (both scored on the same tokens x_2..x_T); a window starting mid-document without
 BOS. Reported: validation loss per (training strategy × inference format), the first-position
 sink rate (ε = 0.3) per format, and sink scores by token class on the strategy's own windows
 (where `bos_per_doc_causal` puts its sinks: the first BOS, mid-window BOS, EOS, the first token),
@@ -46,14 +46,15 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from sinks_jax import corpus, lm, lm_presets, plotting
+from sinks_jax import plotting
+from sinks_jax.batch import Batch
 from sinks_jax.claims import check, check_if, ratio
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import TrainConfig, require
-from sinks_jax.data import Batch
 from sinks_jax.errors import DataError
 from sinks_jax.forward import apply
 from sinks_jax.model import Capture
+from sinks_jax.tasks import corpus, lm, lm_presets
 
 BOS_FIRST = ("bos_per_doc_masked", "one_doc_per_row")
 LOCATIONS = ("BOS at position 0", "BOS mid-window", "EOS", "first non-BOS token")

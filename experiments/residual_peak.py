@@ -30,18 +30,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sinks_jax import analysis, plotting
-from sinks_jax.bb_runs import THREE_LAYER, BBRun, train_bb
+from sinks_jax import plotting
 from sinks_jax.claims import check, check_if, ratio
 from sinks_jax.cli import Experiment, RunContext, main
-from sinks_jax.config import (
-    BBConfig,
-    TrainConfig,
-    require,
-    run_config,
-)
+from sinks_jax.config import TrainConfig, require, run_config
 from sinks_jax.forward import jit_with_model
 from sinks_jax.model import Capture, ModelOutput
+from sinks_jax.tasks.bigram_backcopy import analysis
+from sinks_jax.tasks.bigram_backcopy.config import BBConfig
+from sinks_jax.tasks.bigram_backcopy.runs import THREE_LAYER, BBRun, train_bb
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +167,7 @@ def layer0_summary(model: nnx.Module, tokens_BxT: jax.Array) -> dict[str, dict[s
 
 
 def train_run(cfg: BBConfig, out_dir: Path | None, resume: Any = False) -> BBRun:
-    """`bb_runs.train_bb` with the layer-0 decomposition in every eval row."""
+    """`tasks.bigram_backcopy.runs.train_bb` with the layer-0 decomposition in every eval row."""
 
     def parts(model: nnx.Module, evalset: analysis.BBEvalSet) -> dict[str, Any]:
         return {"layer0_parts": layer0_summary(model, evalset.batch.inputs)}

@@ -1,6 +1,6 @@
 """Can attention average without a sink? (Zhang, Khan & Papyan 2025, arXiv 2502.00919, and the
 sink-free attention literature: Guo et al. 2024 ReLU attention; Ramapuram et al. 2024 sigmoid
-attention. Tasks are our precise versions, `sinks_jax.averaging`.)
+attention. Tasks are our precise versions, `sinks_jax.tasks.averaging`.)
 
 Three tasks, every one on BOS + T = 24 tokens:
 - `averaging`: the mean of the tokens after [SEP], supervised at the last position.
@@ -35,13 +35,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sinks_jax import averaging as av
 from sinks_jax import plotting
 from sinks_jax.claims import check
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import TrainConfig, require, run_config
 from sinks_jax.forward import apply
 from sinks_jax.model import Capture
+from sinks_jax.tasks import averaging as av
 from sinks_jax.train import train
 
 VARIANTS = ("softmax", "softmax + anti-sink penalty", "relu", "sigmoid")

@@ -42,18 +42,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sinks_jax import analysis, metrics, plotting
+from sinks_jax import metrics, plotting
 from sinks_jax.claims import Claim, check, ratio
 from sinks_jax.cli import Experiment, RunContext, main
-from sinks_jax.config import (
-    BBConfig,
-    BBDataConfig,
-    ModelConfig,
-    OptimConfig,
-    TrainConfig,
-    require,
-)
-from sinks_jax.data import (
+from sinks_jax.config import ModelConfig, OptimConfig, TrainConfig, require
+from sinks_jax.errors import DataError
+from sinks_jax.forward import apply
+from sinks_jax.model import GPT, Capture, Interventions
+from sinks_jax.tasks.bigram_backcopy import analysis
+from sinks_jax.tasks.bigram_backcopy.config import BBConfig, BBDataConfig
+from sinks_jax.tasks.bigram_backcopy.data import (
     Batch,
     BigramBackcopyTask,
     batch_from_sequences,
@@ -62,9 +60,6 @@ from sinks_jax.data import (
     sample_sequences,
     true_next_distribution,
 )
-from sinks_jax.errors import DataError
-from sinks_jax.forward import apply
-from sinks_jax.model import GPT, Capture, Interventions
 from sinks_jax.train import train
 
 MARKERS = ("first_token", "content")

@@ -1,6 +1,7 @@
 """Catch, tag, release solves averaging: an explicit two-layer construction (Zhang, Khan & Papyan
-2025, arXiv 2502.00919, v2 Theorem 7.1). The task is our precise version (`sinks_jax.averaging`;
-the paper's code is not public); the weights below are ours, written to its mechanism.
+2025, arXiv 2502.00919, v2 Theorem 7.1). The task is our precise version
+(`sinks_jax.tasks.averaging`; the paper's code is not public); the weights below are ours, written
+to its mechanism.
 
 Two layers, one head each, causal softmax attention without 1/√d, a residual stream, no MLP, no
 LayerNorm; features [x | 1_BOS | 1_SEP | 1_content | τ] (τ: the empty tag slot).
@@ -31,10 +32,10 @@ import numpy as np
 from flax import struct
 
 from sinks_jax import plotting
-from sinks_jax.averaging import BOS, CONTENT, SEP, TAG
 from sinks_jax.claims import check
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import require
+from sinks_jax.tasks.averaging import BOS, CONTENT, SEP, TAG
 
 
 @dataclasses.dataclass(frozen=True)

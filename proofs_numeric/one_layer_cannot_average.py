@@ -1,5 +1,5 @@
 """Why averaging needs a tag from an earlier layer (Zhang, Khan & Papyan 2025, arXiv 2502.00919,
-v1 §4; our precise version of the argument and of the task, `sinks_jax.averaging`).
+v1 §4; our precise version of the argument and of the task, `sinks_jax.tasks.averaging`).
 
 One causal softmax layer with H heads whose queries, keys and values depend only on each token's
 own features and position: for s ∉ {p, T}, y_T depends on x_s only through head h's weight
@@ -29,11 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sinks_jax import averaging as av
 from sinks_jax import plotting
 from sinks_jax.claims import check
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import TrainConfig, require
+from sinks_jax.tasks import averaging as av
 
 
 @dataclasses.dataclass(frozen=True)

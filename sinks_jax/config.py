@@ -1,11 +1,11 @@
 """Frozen, validated configuration dataclasses and `--set field=value` overrides.
 
 Every training run is a `RunConfig` (model, optimiser, training schedule, seed); a task extends it
-with its data config (`BBConfig.data: BBDataConfig` for Bigram-Backcopy, `lm.LMConfig.data:
-CorpusConfig`, `averaging.AveragingExperimentConfig.data: AveragingConfig`). An experiment that
-trains several runs keeps its own parameters in a `sweep` group (`--set sweep.n_seeds=3`), and
-`run_config(cfg)` is the plain run config without it. Presets are plain instances. Invalid values
-raise `ConfigError` naming the field, the value and what is allowed.
+with its data config (in `sinks_jax.tasks`: `bigram_backcopy.config.BBConfig.data: BBDataConfig`,
+`lm.LMConfig.data: CorpusConfig`, `averaging.AveragingExperimentConfig.data: AveragingConfig`).
+An experiment that trains several runs keeps its own parameters in a `sweep` group
+(`--set sweep.n_seeds=3`), and `run_config(cfg)` is the plain run config without it. Presets are
+plain instances. Invalid values raise `ConfigError` naming the field, the value and what is allowed.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ DECAY_PARAMS = ("all", "matrices")  # which parameters weight decay applies to
 INITS = ("torch", "gpt2")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("constant", "cosine")
-SHAKESPEARE_CHARS = 65  # characters of the shipped Bigram-Backcopy table (67 ids less BOS, delim)
 
 
 def require(ok: bool, field: str, value: Any, allowed: str) -> None:
@@ -34,7 +33,7 @@ def require(ok: bool, field: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"invalid config value {field}={value!r}: allowed {allowed}")
 
 
-def _positive(obj: Any, *names: str, prefix: str) -> None:
+def require_positive(obj: Any, *names: str, prefix: str) -> None:
     for name in names:
         value = getattr(obj, name)
         require(value > 0, f"{prefix}.{name}", value, "a positive number")
@@ -65,7 +64,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         from sinks_jax.attention import ATTENTION_VARIANTS  # local: avoids an import cycle
 
-        _positive(self, "max_len", "d_model", "n_layers", "n_heads", "d_mlp", prefix="model")
+        require_positive(self, "max_len", "d_model", "n_layers", "n_heads", "d_mlp", prefix="model")
         require(self.vocab_size >= 0, "model.vocab_size", self.vocab_size, "an integer >= 0")
         require(
             self.d_model % self.n_heads == 0,
@@ -110,45 +109,6 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class BBDataConfig:
-    """Bigram-Backcopy task (Guo et al. 2024, §3)."""
-
-    seq_len: int = 64  # T: model input length
-    batch_size: int = 64
-    n_triggers: int = 3
-    table: str = "shakespeare"  # "shakespeare" (shipped file) or "synthetic" (Dirichlet rows)
-    synthetic_vocab: int = 20  # characters in a synthetic table (+ BOS + delimiter)
-    synthetic_concentration: float = 0.3
-    eval_batch_size: int = 256
-
-    def __post_init__(self) -> None:
-        _positive(
-            self,
-            "seq_len",
-            "batch_size",
-            "n_triggers",
-            "eval_batch_size",
-            "synthetic_vocab",
-            "synthetic_concentration",
-            prefix="data",
-        )
-        require(self.seq_len >= 2, "data.seq_len", self.seq_len, "an integer >= 2")
-        require(
-            self.table in ("shakespeare", "synthetic"),
-            "data.table",
-            self.table,
-            "('shakespeare', 'synthetic')",
-        )
-        chars = SHAKESPEARE_CHARS if self.table == "shakespeare" else self.synthetic_vocab
-        require(
-            self.n_triggers < chars,
-            "data.n_triggers",
-            self.n_triggers,
-            f"fewer than the {chars} characters of the {self.table} table",
-        )
-
-
-@dataclasses.dataclass(frozen=True)
 class OptimConfig:
     """optax optimiser. `decay_params='all'` decays every parameter, as torch.optim.AdamW does
     by default (every preset uses it); `'matrices'` decays only parameters with >= 2 dimensions
@@ -175,7 +135,7 @@ class OptimConfig:
             str(DECAY_PARAMS),
         )
         require(self.schedule in SCHEDULES, "optim.schedule", self.schedule, str(SCHEDULES))
-        _positive(self, "lr", "eps", prefix="optim")
+        require_positive(self, "lr", "eps", prefix="optim")
         for name in ("b1", "b2", "momentum"):
             value = getattr(self, name)
             require(0.0 <= value < 1.0, f"optim.{name}", value, "a number in [0, 1)")
@@ -197,7 +157,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         require(self.steps >= 0, "train.steps", self.steps, "an integer >= 0")
-        _positive(
+        require_positive(
             self,
             "eval_every",
             "log_every",
@@ -224,28 +184,6 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         require(isinstance(self.seed, int), "seed", self.seed, "an integer")
-
-
-@dataclasses.dataclass(frozen=True)
-class BBConfig(RunConfig):
-    """A model trained on Bigram-Backcopy; `sink_eps` are the ε of the reported sink rates
-    (Gu et al. 2024), as in `lm.LMConfig`."""
-
-    data: BBDataConfig = BBDataConfig()
-    sink_eps: tuple[float, ...] = (0.3,)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_sink_eps(self.sink_eps)
-        require(
-            self.model.vocab_size > 0, "model.vocab_size", self.model.vocab_size, "an integer > 0"
-        )
-        require(
-            self.model.max_len >= self.data.seq_len,
-            "model.max_len",
-            self.model.max_len,
-            f">= data.seq_len={self.data.seq_len}",
-        )
 
 
 def check_sink_eps(eps: tuple[float, ...]) -> None:
@@ -290,7 +228,7 @@ def from_dict(cls: type, data: Mapping[str, Any]) -> Any:
     return cls(**kwargs)
 
 
-def field_paths(cls: type = BBConfig, prefix: str = "") -> list[tuple[str, str, Any]]:
+def field_paths(cls: type, prefix: str = "") -> list[tuple[str, str, Any]]:
     """(dotted path, type name, default) for every leaf field; used by `--help`."""
     hints = typing.get_type_hints(cls)
     rows = []

@@ -29,9 +29,9 @@ from flax import nnx, struct
 from tqdm.auto import tqdm
 
 from sinks_jax import run_dir, sharding
+from sinks_jax.batch import Batch
 from sinks_jax.checkpoint import Checkpointer
 from sinks_jax.config import OptimConfig, RunConfig, require, to_dict
-from sinks_jax.data import Batch
 from sinks_jax.errors import ConfigError, DataError, TrainingDivergedError
 
 

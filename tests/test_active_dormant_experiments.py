@@ -11,10 +11,11 @@ from experiments import optimizer_mitigations as om
 from experiments import residual_peak as rp
 from experiments import two_domain_heads as td
 from sinks_jax.cli import RunContext
-from sinks_jax.config import BBDataConfig, ModelConfig, OptimConfig, TrainConfig
-from sinks_jax.data import make_task
+from sinks_jax.config import ModelConfig, OptimConfig, TrainConfig
 from sinks_jax.errors import ConfigError
 from sinks_jax.model import GPT
+from sinks_jax.tasks.bigram_backcopy.config import BBDataConfig
+from sinks_jax.tasks.bigram_backcopy.data import make_task
 
 TINY_MODEL = ModelConfig(d_model=32, d_mlp=64, n_layers=3, n_heads=1, max_len=32)
 TINY_DATA = BBDataConfig(seq_len=32, batch_size=32, eval_batch_size=64)

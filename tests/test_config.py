@@ -2,15 +2,9 @@
 
 import pytest
 
-from sinks_jax.config import (
-    BBConfig,
-    ModelConfig,
-    OptimConfig,
-    apply_overrides,
-    from_dict,
-    to_dict,
-)
+from sinks_jax.config import ModelConfig, OptimConfig, apply_overrides, from_dict, to_dict
 from sinks_jax.errors import ConfigError
+from sinks_jax.tasks.bigram_backcopy.config import BBConfig
 
 
 def test_invalid_values_name_field_value_and_allowed():

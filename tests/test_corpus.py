@@ -11,9 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sinks_jax import corpus, run_dir
-from sinks_jax.corpus import BOS, EOS, PAD
+from sinks_jax import run_dir
 from sinks_jax.errors import ConfigError, DataError
+from sinks_jax.tasks import corpus
+from sinks_jax.tasks.corpus import BOS, EOS, PAD
 
 TEXTS = [
     "The first document.\nIt has two lines.",
@@ -214,7 +215,7 @@ def test_synthetic_documents_respect_lengths_and_vocabulary(tmp_path, kw):
 
 
 def test_synthetic_bb_documents_copy_after_triggers(tmp_path):
-    from sinks_jax.data import load_shakespeare_table
+    from sinks_jax.tasks.bigram_backcopy.data import load_shakespeare_table
 
     cfg = _cfg(tmp_path)
     triggers = load_shakespeare_table(cfg.n_triggers).trigger_mask

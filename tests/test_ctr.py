@@ -8,9 +8,9 @@ import pytest
 
 from proofs_numeric import ctr_construction as cc
 from proofs_numeric import one_layer_cannot_average as ol
-from sinks_jax import averaging as av
 from sinks_jax.config import TrainConfig
 from sinks_jax.errors import ConfigError
+from sinks_jax.tasks import averaging as av
 
 
 def test_averaging_task_features_and_targets():

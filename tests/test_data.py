@@ -4,8 +4,9 @@ import jax
 import numpy as np
 import pytest
 
-from sinks_jax.config import BBDataConfig
-from sinks_jax.data import (
+from sinks_jax.errors import DataError
+from sinks_jax.tasks.bigram_backcopy.config import BBDataConfig
+from sinks_jax.tasks.bigram_backcopy.data import (
     batch_for_step,
     load_shakespeare_table,
     make_task,
@@ -15,7 +16,6 @@ from sinks_jax.data import (
     trigger_positions,
     true_next_distribution,
 )
-from sinks_jax.errors import DataError
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,6 @@ import pytest
 from flax import nnx
 
 from sinks_jax.config import (
-    BBConfig,
-    BBDataConfig,
     ModelConfig,
     OptimConfig,
     RunConfig,
@@ -26,6 +24,7 @@ from sinks_jax.config import (
 from sinks_jax.errors import ConfigError
 from sinks_jax.forward import apply, jit_with_model
 from sinks_jax.model import GPT, Capture, Interventions
+from sinks_jax.tasks.bigram_backcopy.config import BBConfig, BBDataConfig
 from sinks_jax.train import init_state, make_optimizer, make_train_step
 
 MODULES = [
@@ -83,7 +82,7 @@ def test_task_configs_validate_the_run_config_too():
 
 
 def test_averaging_errors_name_the_data_fields():
-    from sinks_jax import averaging as av
+    from sinks_jax.tasks import averaging as av
 
     with pytest.raises(ConfigError, match=r"data\.p_max"):
         av.AveragingConfig(seq_len=8, p_max=12)
@@ -126,8 +125,8 @@ def test_train_step_and_optimizer_are_built_once_per_setting():
 
 
 def test_train_result_model_holds_device_arrays_and_load_run_reads_the_folder(tmp_path):
-    from sinks_jax.data import batch_for_step, make_task
     from sinks_jax.runs import load_run
+    from sinks_jax.tasks.bigram_backcopy.data import batch_for_step, make_task
     from sinks_jax.train import train
 
     cfg = BBConfig(
@@ -176,7 +175,7 @@ def test_importing_plotting_leaves_backend_and_style_alone():
 
 
 def test_builtin_corpus_skips_test_suites_but_keeps_unittest_and_doctest_docs():
-    from sinks_jax.corpus.sources import is_test_suite
+    from sinks_jax.tasks.corpus.sources import is_test_suite
 
     kept = ["unittest/case.py", "doctest.py", "email/message.py", "contextlib.py"]
     skipped = ["test/test_os.py", "unittest/test/test_case.py", "idlelib/idle_test/x.py"]

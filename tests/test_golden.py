@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sinks_jax import averaging
+from sinks_jax.batch import Batch
 from sinks_jax.config import ModelConfig, OptimConfig
-from sinks_jax.data import Batch
 from sinks_jax.model import GPT, VectorTransformer
+from sinks_jax.tasks import averaging
 from sinks_jax.train import init_state, make_optimizer, make_train_step, next_token_loss
 
 RTOL = 1e-5  # float32: a real change in the maths moves these numbers by far more than this
@@ -60,7 +60,7 @@ def bb_case() -> tuple[float, float, float]:
     return _two_steps(model, OptimConfig(), batch, next_token_loss)
 
 
-# -- The small LM GPT of `sinks_jax.lm` (byte vocabulary 259, 2 layers, 4 heads, adamw with
+# -- The small LM GPT of `sinks_jax.tasks.lm` (byte vocabulary 259, 2 layers, 4 heads, adamw with
 #    weight decay 0.1), made tiny, on a packed batch: two documents per row (segment ids,
 #    restarting positions) and a loss mask that drops the padding and each document's last token.
 

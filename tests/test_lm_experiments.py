@@ -13,11 +13,12 @@ from experiments import context_length_sweep as cls
 from experiments import depth_sweep as ds
 from experiments import lm_sinks
 from experiments import packing_sweep as ps
-from sinks_jax import corpus, lm, metrics
+from sinks_jax import metrics
 from sinks_jax.cli import RunContext, main
 from sinks_jax.config import ModelConfig, TrainConfig
 from sinks_jax.errors import ConfigError
 from sinks_jax.model import GPT
+from sinks_jax.tasks import corpus, lm
 
 TINY_MODEL = ModelConfig(vocab_size=0, d_model=16, d_mlp=32, n_layers=1, n_heads=2, max_len=32)
 TINY_TRAIN = TrainConfig(steps=12, eval_every=6, checkpoint_every=12, progress=False)

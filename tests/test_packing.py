@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from experiments import packing_sweep as ps
-from sinks_jax import claims, corpus
-from sinks_jax.corpus import BOS, EOS, PAD
-from sinks_jax.data import Batch
+from sinks_jax import claims
+from sinks_jax.batch import Batch
 from sinks_jax.errors import ConfigError, DataError
+from sinks_jax.tasks import corpus
+from sinks_jax.tasks.corpus import BOS, EOS, PAD
 
 
 def _data(tmp_path, **kw) -> corpus.CorpusConfig:

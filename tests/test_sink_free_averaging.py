@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sinks_jax import averaging as av
 from sinks_jax.errors import ConfigError
 from sinks_jax.model import ModelOutput
+from sinks_jax.tasks import averaging as av
 
 
 class _Fixed(nnx.Module):

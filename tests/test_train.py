@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sinks_jax import analysis
 from sinks_jax.checkpoint import Checkpointer
-from sinks_jax.config import BBConfig, BBDataConfig, ModelConfig, OptimConfig, TrainConfig
-from sinks_jax.data import batch_for_step, eval_batch, make_task
+from sinks_jax.config import ModelConfig, OptimConfig, TrainConfig
 from sinks_jax.errors import ConfigError, TrainingDivergedError
 from sinks_jax.model import GPT
+from sinks_jax.tasks.bigram_backcopy import analysis
+from sinks_jax.tasks.bigram_backcopy.config import BBConfig, BBDataConfig
+from sinks_jax.tasks.bigram_backcopy.data import batch_for_step, eval_batch, make_task
 from sinks_jax.train import eval_schedule, init_state, make_optimizer, next_token_loss
 from tests.tiny_experiment import train_tiny
 

@@ -10,10 +10,11 @@ import pytest
 from flax import nnx
 
 from experiments import two_domain_heads as td
-from sinks_jax.config import BBDataConfig, ModelConfig
-from sinks_jax.data import make_task
+from sinks_jax.config import ModelConfig
 from sinks_jax.errors import ConfigError
 from sinks_jax.model import GPT, Interventions
+from sinks_jax.tasks.bigram_backcopy.config import BBDataConfig
+from sinks_jax.tasks.bigram_backcopy.data import make_task
 
 TINY = ModelConfig(vocab_size=12, max_len=8, d_model=16, d_mlp=32, n_layers=2, n_heads=2)
 

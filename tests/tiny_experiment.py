@@ -19,9 +19,10 @@ import numpy as np
 
 from sinks_jax.claims import check
 from sinks_jax.cli import Experiment, RunContext, main
-from sinks_jax.config import BBConfig, BBDataConfig, ModelConfig, OptimConfig, TrainConfig
-from sinks_jax.data import batch_for_step, make_task
+from sinks_jax.config import ModelConfig, OptimConfig, TrainConfig
 from sinks_jax.model import GPT
+from sinks_jax.tasks.bigram_backcopy.config import BBConfig, BBDataConfig
+from sinks_jax.tasks.bigram_backcopy.data import batch_for_step, make_task
 from sinks_jax.train import train
 
 

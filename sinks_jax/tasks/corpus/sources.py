@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from sinks_jax.corpus.config import (
+from sinks_jax.errors import DataError
+from sinks_jax.tasks.bigram_backcopy.data import load_shakespeare_table
+from sinks_jax.tasks.corpus.config import (
     CorpusConfig,
 )
-from sinks_jax.data import load_shakespeare_table
-from sinks_jax.errors import DataError
 
 TEST_SUITE_DIRS = frozenset({"test", "tests", "idle_test"})
 

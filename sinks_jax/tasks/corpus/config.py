@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from sinks_jax.config import SHAKESPEARE_CHARS, require
+from sinks_jax.config import require
+from sinks_jax.tasks.bigram_backcopy.config import SHAKESPEARE_CHARS
 
 BOS, EOS, PAD = 256, 257, 258
 SYNTHETIC_VERSION = 2  # part of the cache key: bump when the synthetic generators change

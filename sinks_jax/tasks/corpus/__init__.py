@@ -34,7 +34,7 @@ Every batch is a pure function of (seed, step): `packed_batch(store, cfg, seed, 
 
 from __future__ import annotations
 
-from sinks_jax.corpus.config import (
+from sinks_jax.tasks.corpus.config import (
     BOS,
     EOS,
     PACKINGS,
@@ -47,20 +47,20 @@ from sinks_jax.corpus.config import (
     is_byte_text,
     vocab_size,
 )
-from sinks_jax.corpus.packing import (
+from sinks_jax.tasks.corpus.packing import (
     INFERENCE_FORMATS,
     eval_rows,
     inference_rows,
     pack_rows,
     packed_batch,
 )
-from sinks_jax.corpus.sources import (
+from sinks_jax.tasks.corpus.sources import (
     BINARY_SHARE,
     builtin_documents,
     path_documents,
     synthetic_documents,
 )
-from sinks_jax.corpus.store import (
+from sinks_jax.tasks.corpus.store import (
     CACHE_FORMAT,
     MANIFEST,
     TokenStore,

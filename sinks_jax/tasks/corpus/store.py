@@ -11,7 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sinks_jax.corpus.config import (
+from sinks_jax.errors import DataError
+from sinks_jax.run_dir import atomic_write
+from sinks_jax.tasks.bigram_backcopy.data import load_shakespeare_table
+from sinks_jax.tasks.corpus.config import (
     BOS,
     EOS,
     PAD,
@@ -19,14 +22,11 @@ from sinks_jax.corpus.config import (
     VOCAB_SIZE,
     CorpusConfig,
 )
-from sinks_jax.corpus.sources import (
+from sinks_jax.tasks.corpus.sources import (
     builtin_documents,
     path_documents,
     synthetic_documents,
 )
-from sinks_jax.data import load_shakespeare_table
-from sinks_jax.errors import DataError
-from sinks_jax.run_dir import atomic_write
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

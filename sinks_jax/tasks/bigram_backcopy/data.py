@@ -17,23 +17,12 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
-from sinks_jax.config import BBDataConfig
+from sinks_jax.batch import Batch
 from sinks_jax.errors import DataError
+from sinks_jax.tasks.bigram_backcopy.config import BBDataConfig
 
 SHAKESPEARE_TABLE = "bigram_backcopy_shakespeare.json"
-
-
-@struct.dataclass
-class Batch:
-    """Model inputs and next-token targets; optional fields are for packed text."""
-
-    inputs: jax.Array  # [B,T] int32
-    targets: jax.Array  # [B,T] int32
-    loss_mask: jax.Array | None = None  # [B,T] float32, 1 = counted
-    segment_ids: jax.Array | None = None  # [B,T] int32, 0 = padding
-    positions: jax.Array | None = None  # [B,T] int32
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -84,7 +73,9 @@ def load_shakespeare_table(
     """Load the 67-token Shakespeare table shipped with the package (or from `path`)."""
     try:
         if path is None:
-            text = (resources.files("sinks_jax") / "tables" / SHAKESPEARE_TABLE).read_text()
+            text = (
+                resources.files("sinks_jax.tasks.bigram_backcopy") / "tables" / SHAKESPEARE_TABLE
+            ).read_text()
         else:
             text = Path(path).read_text()
         raw = json.loads(text)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from sinks_jax import corpus
 from sinks_jax.config import ModelConfig, OptimConfig, TrainConfig
+from sinks_jax.tasks import corpus
 
 # Bigram-Backcopy documents on the foundation's Shakespeare table, one per row from BOS. Enough
 # documents (4.3 M tokens) that a quick run does not see a document prefix twice on average: with

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from sinks_jax.corpus.config import (
+from sinks_jax.batch import Batch
+from sinks_jax.errors import DataError
+from sinks_jax.tasks.corpus.config import (
     BOS,
     EOS,
     PAD,
     CorpusConfig,
 )
-from sinks_jax.corpus.store import (
+from sinks_jax.tasks.corpus.store import (
     TokenStore,
 )
-from sinks_jax.data import Batch
-from sinks_jax.errors import DataError
 
 
 def _rng(seed: int, step: int, stream: int = 0) -> np.random.Generator:

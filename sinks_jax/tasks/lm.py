@@ -1,5 +1,5 @@
-"""Small GPT language models on a `sinks_jax.corpus`: configuration, training entry point and the
-sink measurements of Gu et al. 2025 (ICLR) and Barbero et al. 2025 (arXiv 2504.02732, §4–5).
+"""Small GPT language models on a `sinks_jax.tasks.corpus`: configuration, training entry point and
+the sink measurements of Gu et al. 2025 (ICLR) and Barbero et al. 2025 (arXiv 2504.02732, §4–5).
 
 Gu's sink metric: the score of key k for (layer, head) is the mean over the queries that see k of
 A[q, k]; the sink rate at ε is the share of (layer, head) whose first-position score exceeds ε.
@@ -18,8 +18,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from sinks_jax import corpus, metrics
+from sinks_jax import metrics
 from sinks_jax.attention import causal_mask, document_mask
+from sinks_jax.batch import Batch
 from sinks_jax.config import (
     ModelConfig,
     OptimConfig,
@@ -29,9 +30,9 @@ from sinks_jax.config import (
     require,
     run_config,
 )
-from sinks_jax.data import Batch
 from sinks_jax.forward import apply
 from sinks_jax.model import GPT, Capture
+from sinks_jax.tasks import corpus
 from sinks_jax.train import TrainResult, train
 
 LM_CAPTURE = Capture(attention=True, residual=True)

@@ -12,9 +12,14 @@ import numpy as np
 from flax import nnx
 
 from sinks_jax import metrics
-from sinks_jax.data import Batch, BigramBackcopyTask, trigger_positions, true_next_distribution
+from sinks_jax.batch import Batch
 from sinks_jax.forward import apply, jit_with_model
 from sinks_jax.model import Capture, Interventions
+from sinks_jax.tasks.bigram_backcopy.data import (
+    BigramBackcopyTask,
+    trigger_positions,
+    true_next_distribution,
+)
 
 BB_CAPTURE = Capture(attention=True, values=True, residual=True)
 

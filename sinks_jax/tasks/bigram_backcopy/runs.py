@@ -11,10 +11,16 @@ from typing import Any
 
 from flax import nnx
 
-from sinks_jax import analysis
-from sinks_jax.config import BBConfig, BBDataConfig, ModelConfig, OptimConfig
-from sinks_jax.data import BigramBackcopyTask, batch_for_step, eval_batch, make_task
+from sinks_jax.config import ModelConfig, OptimConfig
 from sinks_jax.model import GPT
+from sinks_jax.tasks.bigram_backcopy import analysis
+from sinks_jax.tasks.bigram_backcopy.config import BBConfig, BBDataConfig
+from sinks_jax.tasks.bigram_backcopy.data import (
+    BigramBackcopyTask,
+    batch_for_step,
+    eval_batch,
+    make_task,
+)
 from sinks_jax.train import TrainResult, train
 
 # The three-layer setting of Guo et al. §3.3 (model, data, optimiser) shared by the residual-peak

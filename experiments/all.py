@@ -119,9 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     status: dict[str, str] = {}
     for m in modules:
-        if isinstance(presets[m], str):
-            status[m] = presets[m]
-        elif args.preset not in presets[m]:
+        module_presets = presets[m]
+        if isinstance(module_presets, str):  # the module did not import: its error
+            status[m] = module_presets
+        elif args.preset not in module_presets:
             status[m] = f"no '{args.preset}' preset"
         else:
             status[m] = run_module(m, args.preset, out_root)

@@ -30,6 +30,7 @@ from sinks_jax import metrics, plotting
 from sinks_jax.claims import check
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import TrainConfig, require
+from sinks_jax.config import run_config as plain_run_config
 from sinks_jax.tasks import corpus, lm, lm_presets
 from sinks_jax.train import eval_schedule
 
@@ -136,7 +137,7 @@ NOTES = {
 
 
 def run_config(cfg: ContextSweepConfig, context: int, seed: int) -> lm.LMConfig:
-    base = lm.base_config(cfg)
+    base = plain_run_config(cfg)
     base = lm.with_context(base, context, cfg.sweep.tokens_per_step)
     long = seed - cfg.seed < cfg.sweep.long_seeds
     steps = cfg.train.steps * (cfg.sweep.long_factor if long else 1)

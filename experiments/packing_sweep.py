@@ -51,6 +51,7 @@ from sinks_jax.batch import Batch
 from sinks_jax.claims import check, check_if, ratio
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import TrainConfig, require
+from sinks_jax.config import run_config as plain_run_config
 from sinks_jax.errors import DataError
 from sinks_jax.forward import apply
 from sinks_jax.model import Capture
@@ -154,7 +155,7 @@ NOTES = {
 
 
 def run_config(cfg: PackingSweepConfig, packing: str) -> lm.LMConfig:
-    base = lm.base_config(cfg)
+    base = plain_run_config(cfg)
     return dataclasses.replace(base, data=dataclasses.replace(cfg.data, packing=packing))
 
 

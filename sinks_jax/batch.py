@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import jax
+import numpy as np
 from flax import struct
 
+Array = jax.Array | np.ndarray  # host (numpy) batches until the train loop shards them
 
-@struct.dataclass
-class Batch:
+
+class Batch(struct.PyTreeNode):
     """Model inputs and next-token targets; optional fields are for packed text."""
 
-    inputs: jax.Array  # [B,T] int32
-    targets: jax.Array  # [B,T] int32
-    loss_mask: jax.Array | None = None  # [B,T] float32, 1 = counted
-    segment_ids: jax.Array | None = None  # [B,T] int32, 0 = padding
-    positions: jax.Array | None = None  # [B,T] int32
+    inputs: Array  # [B,T] int32
+    targets: Array  # [B,T] int32
+    loss_mask: Array | None = None  # [B,T] float32, 1 = counted
+    segment_ids: Array | None = None  # [B,T] int32, 0 = padding
+    positions: Array | None = None  # [B,T] int32

@@ -15,7 +15,7 @@ import json
 import math
 import typing
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol, TypeGuard
 
 from sinks_jax.errors import ConfigError
 
@@ -186,6 +186,28 @@ class RunConfig:
         require(isinstance(self.seed, int), "seed", self.seed, "an integer")
 
 
+class DataConfig(Protocol):
+    """What the train loop reads of a task's data config."""
+
+    @property
+    def batch_size(self) -> int: ...
+
+
+class TaskConfig(Protocol):
+    """A `RunConfig` whose task added its `data` config: what `train.train` takes."""
+
+    @property
+    def model(self) -> ModelConfig: ...
+    @property
+    def optim(self) -> OptimConfig: ...
+    @property
+    def train(self) -> TrainConfig: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def data(self) -> DataConfig: ...
+
+
 def check_sink_eps(eps: tuple[float, ...]) -> None:
     require(len(eps) > 0 and all(0.0 < e < 1.0 for e in eps), "sink_eps", eps, "numbers in (0, 1)")
 
@@ -196,7 +218,7 @@ def run_config(cfg: RunConfig) -> RunConfig:
     if not any(f.name == "sweep" for f in dataclasses.fields(cfg)):
         return cfg
     for base in type(cfg).__mro__[1:]:
-        if dataclasses.is_dataclass(base) and "sweep" not in {
+        if issubclass(base, RunConfig) and "sweep" not in {
             f.name for f in dataclasses.fields(base)
         }:
             return base(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(base)})
@@ -205,6 +227,11 @@ def run_config(cfg: RunConfig) -> RunConfig:
 
 # ---------------------------------------------------------------------------------------------
 # Serialisation and overrides
+
+
+def _is_group(hint: Any) -> TypeGuard[type]:
+    """A nested config dataclass (a group of fields such as `model`), not a leaf value."""
+    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -220,7 +247,7 @@ def from_dict(cls: type, data: Mapping[str, Any]) -> Any:
         if field.name not in data:
             continue
         value, hint = data[field.name], hints[field.name]
-        if dataclasses.is_dataclass(hint):
+        if _is_group(hint):
             value = from_dict(hint, value)
         elif typing.get_origin(hint) is tuple:
             value = tuple(value)
@@ -234,7 +261,7 @@ def field_paths(cls: type, prefix: str = "") -> list[tuple[str, str, Any]]:
     rows = []
     for field in dataclasses.fields(cls):
         hint = hints[field.name]
-        if dataclasses.is_dataclass(hint):
+        if _is_group(hint):
             rows += field_paths(hint, f"{prefix}{field.name}.")
         else:
             rows.append((prefix + field.name, _type_name(hint), field.default))
@@ -331,10 +358,10 @@ def _set_path(cls: type, data: dict[str, Any], parts: list[str], text: str, full
         raise ConfigError(f"unknown config field {full!r}; known fields: {known}")
     hint = typing.get_type_hints(cls)[head]
     if len(parts) == 1:
-        if dataclasses.is_dataclass(hint):
+        if _is_group(hint):
             raise ConfigError(f"{full!r} is a group; set one of its fields, e.g. {full}.<field>")
         data[head] = _parse_value(full, hint, text)
     else:
-        if not dataclasses.is_dataclass(hint):
+        if not _is_group(hint):
             raise ConfigError(f"unknown config field {full!r}")
         _set_path(hint, data[head], parts[1:], text, full)

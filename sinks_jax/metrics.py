@@ -38,7 +38,9 @@ def sink_scores(
     return total / jnp.maximum(count, 1.0)
 
 
-def sink_rate(first_key_scores: Sequence[jax.Array] | jax.Array, eps: float = 0.3) -> float:
+def sink_rate(
+    first_key_scores: Sequence[jax.Array] | jax.Array | np.ndarray, eps: float = 0.3
+) -> float:
     """Fraction of (layer, head) whose first-key sink score α_1 exceeds `eps`.
 
     `first_key_scores`: per layer an [H] array (or one [L,H] array) of α at key 0.
@@ -50,8 +52,8 @@ def sink_rate(first_key_scores: Sequence[jax.Array] | jax.Array, eps: float = 0.
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman rank correlation with average ranks for ties; NaN when either input is constant
     (it carries no order) or has fewer than two points."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    if x.size < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+    x_N, y_N = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if x_N.size < 2 or np.ptp(x_N) == 0 or np.ptp(y_N) == 0:
         return float("nan")
 
     def ranks(v: np.ndarray) -> np.ndarray:
@@ -63,7 +65,7 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
             r[tie] = r[tie].mean()
         return r
 
-    return float(np.corrcoef(ranks(x), ranks(y))[0, 1])
+    return float(np.corrcoef(ranks(x_N), ranks(y_N))[0, 1])
 
 
 # ---------------------------------------------------------------------------------------------

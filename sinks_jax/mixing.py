@@ -12,9 +12,8 @@ from __future__ import annotations
 import chex
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
-from sinks_jax.model import Capture
+from sinks_jax.model import GPT, Capture, captured
 
 
 def token_uniformity(x_BxTxD: jax.Array, skip_first: bool = True) -> jax.Array:
@@ -26,15 +25,15 @@ def token_uniformity(x_BxTxD: jax.Array, skip_first: bool = True) -> jax.Array:
 
 
 def token_uniformity_by_layer(
-    model: nnx.Module, tokens_BxT: jax.Array, skip_first: bool = True
+    model: GPT, tokens_BxT: jax.Array, skip_first: bool = True
 ) -> jax.Array:
     """[L+1] batch-mean μ of the residual stream at the input (index 0) and after each block."""
     out = model(tokens_BxT, capture=Capture(residual=True))
-    streams = [out.embeddings] + [layer.residual for layer in out.layers]
+    streams = [captured(out.embeddings)] + [captured(layer.residual) for layer in out.observed]
     return jnp.stack([token_uniformity(s, skip_first).mean() for s in streams])
 
 
-def influence_by_position(model: nnx.Module, tokens_1xT: jax.Array) -> jax.Array:
+def influence_by_position(model: GPT, tokens_1xT: jax.Array) -> jax.Array:
     """[T] ‖∂h_last / ∂e_i‖_F: influence of each input token embedding on the last position's
     final residual stream, for one sequence."""
     chex.assert_shape(tokens_1xT, (1, None))
@@ -48,7 +47,7 @@ def influence_by_position(model: nnx.Module, tokens_1xT: jax.Array) -> jax.Array
     return jnp.linalg.norm(jac[:, 0], axis=(0, 2))
 
 
-def mixing_ratio(model: nnx.Module, tokens_1xT: jax.Array) -> jax.Array:
+def mixing_ratio(model: GPT, tokens_1xT: jax.Array) -> jax.Array:
     """M = Σ_{i<n} ‖∂h_n/∂e_i‖_F / ‖∂h_n/∂e_n‖_F for the last position n."""
     influence = influence_by_position(model, tokens_1xT)
     return influence[:-1].sum() / influence[-1]

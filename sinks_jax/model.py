@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import chex
 import jax
@@ -26,6 +26,8 @@ from flax import nnx, struct
 
 from sinks_jax.attention import ATTENTION_VARIANTS, causal_mask, document_mask, with_virtual_keys
 from sinks_jax.config import ModelConfig
+
+_T = TypeVar("_T")
 
 # ---------------------------------------------------------------------------------------------
 # What to return
@@ -193,8 +195,7 @@ class Interventions:
                 raise ValueError(f"{type(edit).__name__}.site={edit.site!r}: one of {list(SITES)}")
 
 
-@struct.dataclass
-class LayerObservables:
+class LayerObservables(struct.PyTreeNode):
     """Per-layer intermediates; a field is None when its `Capture` flag is off."""
 
     attn_logits: jax.Array | None = None  # [B,H,T,S] raw scaled scores (mask not applied)
@@ -206,11 +207,22 @@ class LayerObservables:
     residual: jax.Array | None = None  # [B,T,D] residual stream after the block
 
 
-@struct.dataclass
-class ModelOutput:
+class ModelOutput(struct.PyTreeNode):
     logits: jax.Array  # [B,T,V]
     layers: tuple[LayerObservables, ...] | None = None
     embeddings: jax.Array | None = None  # [B,T,D] residual stream entering layer 0
+
+    @property
+    def observed(self) -> tuple[LayerObservables, ...]:
+        """The per-layer observables (ValueError when the forward pass captured none)."""
+        return captured(self.layers, "layers")
+
+
+def captured(x: _T | None, name: str = "observable") -> _T:
+    """`x`, captured by the forward pass; a ValueError naming the `Capture` flag to set if not."""
+    if x is None:
+        raise ValueError(f"{name} was not captured: set its Capture flag")
+    return x
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,6 +356,11 @@ class MLP(nnx.Module):
         return self.fc_out(self.activation(self.fc_in(x_BxTxD)))
 
 
+def _norm(ln: nnx.LayerNorm | None, x_BxTxD: jax.Array) -> jax.Array:
+    """`ln(x)`, or `x` in a model without LayerNorm (`norm="none"`)."""
+    return x_BxTxD if ln is None else ln(x_BxTxD)
+
+
 class Block(nnx.Module):
     """One transformer layer; attention or MLP may be removed (`layers_without_*`)."""
 
@@ -365,21 +382,21 @@ class Block(nnx.Module):
         obs = LayerObservables()
         attn_out = jnp.zeros_like(x_BxTxD)
         if self.attn is not None:
-            attn_in = self.ln_attn(x_BxTxD) if pre else x_BxTxD
+            attn_in = _norm(self.ln_attn, x_BxTxD) if pre else x_BxTxD
             attn_out, obs = self.attn(
                 attn_in, mask_BxTxT, positions_BxT, capture, interventions, layer
             )
             attn_out = interventions.apply("attn_out", layer, attn_out)
             x_BxTxD = x_BxTxD + attn_out
             if post:
-                x_BxTxD = self.ln_attn(x_BxTxD)
+                x_BxTxD = _norm(self.ln_attn, x_BxTxD)
         mlp_out = jnp.zeros_like(x_BxTxD)
         if self.mlp is not None:
-            mlp_out = self.mlp(self.ln_mlp(x_BxTxD) if pre else x_BxTxD)
+            mlp_out = self.mlp(_norm(self.ln_mlp, x_BxTxD) if pre else x_BxTxD)
             mlp_out = interventions.apply("mlp_out", layer, mlp_out)
             x_BxTxD = x_BxTxD + mlp_out
             if post:
-                x_BxTxD = self.ln_mlp(x_BxTxD)
+                x_BxTxD = _norm(self.ln_mlp, x_BxTxD)
         x_BxTxD = interventions.apply("residual", layer, x_BxTxD)
         if capture.blocks:
             obs = obs.replace(attn_out=attn_out, mlp_out=mlp_out)
@@ -410,7 +427,7 @@ class DecoderTrunk(nnx.Module):
         interventions: Interventions,
     ) -> tuple[jax.Array, tuple[LayerObservables, ...], jax.Array]:
         """(final hidden state after the final norm, per-layer observables, embeddings)."""
-        if self.cfg.positions == "learned":
+        if self.pos_embed is not None:  # learned positions
             x_BxTxD = x_BxTxD + self.pos_embed(positions_BxT)
         elif self.cfg.positions == "sinusoidal":
             x_BxTxD = x_BxTxD + sinusoidal_positions(positions_BxT, self.cfg.d_model)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -29,7 +30,7 @@ STYLE = {
 @contextlib.contextmanager
 def style() -> Iterator[None]:
     """The paper style for the figures made inside the block (the CLI wraps every run in it)."""
-    with plt.rc_context(STYLE):
+    with plt.rc_context(STYLE):  # type: ignore[arg-type]  # the stubs type keys as Literals
         yield
 
 
@@ -40,9 +41,9 @@ def save(fig: plt.Figure, out_dir: Path, name: str, pdf: bool = False) -> list[s
 
     names = [f"{name}.png"] + ([f"{name}.pdf"] if pdf else [])
     for n in names:
+        fmt = n.rsplit(".")[1]
         atomic_write(
-            out_dir / n,
-            lambda f, n=n: fig.savefig(f, dpi=200, format=n.rsplit(".")[1], bbox_inches="tight"),
+            out_dir / n, functools.partial(fig.savefig, dpi=200, format=fmt, bbox_inches="tight")
         )
     plt.close(fig)
     return names

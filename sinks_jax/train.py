@@ -31,12 +31,11 @@ from tqdm.auto import tqdm
 from sinks_jax import run_dir, sharding
 from sinks_jax.batch import Batch
 from sinks_jax.checkpoint import Checkpointer
-from sinks_jax.config import OptimConfig, RunConfig, require, to_dict
+from sinks_jax.config import OptimConfig, TaskConfig, require, to_dict
 from sinks_jax.errors import ConfigError, DataError, TrainingDivergedError
 
 
-@struct.dataclass
-class TrainState:
+class TrainState(struct.PyTreeNode):
     params: Any  # nnx.State of the model's parameters
     opt_state: Any
     step: jax.Array  # int32 scalar: number of updates applied
@@ -109,7 +108,7 @@ def next_token_loss(model: nnx.Module, batch: Batch) -> jax.Array:
     return (ce_BxT * batch.loss_mask).sum() / jnp.maximum(batch.loss_mask.sum(), 1.0)
 
 
-LossFn = Callable[[nnx.Module, Batch], jax.Array]
+LossFn = Callable[[nnx.Module, Any], jax.Array]  # (model, batch: any pytree of arrays)
 
 
 def init_state(
@@ -296,9 +295,9 @@ def _first_bad(losses: list[tuple[int, jax.Array]]) -> int | None:
 
 
 def train(
-    cfg: RunConfig,
+    cfg: TaskConfig,
     model_factory: Callable[[nnx.Rngs], nnx.Module],
-    batch_fn: Callable[[int], Batch],
+    batch_fn: Callable[[int], Any],  # step -> batch (a pytree of arrays: `Batch` or a task's own)
     *,
     out_dir: str | Path | None = None,
     resume: bool | run_dir.Resume = False,
@@ -325,7 +324,7 @@ def train(
         if out is not None:
             out = stack.enter_context(
                 run_dir.open_run(
-                    out_dir,
+                    out,
                     resume=bool(resume),
                     mark={"kind": "train", "config": to_dict(cfg)},
                 )  # on resume `_train` checks the saved config.json before writing anything
@@ -351,9 +350,9 @@ def _check_resume(cfg: Any, saved: dict[str, Any], resume: Any, where: Path) -> 
 
 
 def _train(
-    cfg: RunConfig,
+    cfg: TaskConfig,
     model_factory: Callable[[nnx.Rngs], nnx.Module],
-    batch_fn: Callable[[int], Batch],
+    batch_fn: Callable[[int], Any],  # step -> batch (a pytree of arrays: `Batch` or a task's own)
     out: Path | None,
     owns_folder: bool,  # train() opened `out` itself (not a sub-run of a module's run)
     resume: bool | run_dir.Resume,
@@ -376,6 +375,7 @@ def _train(
     resumed_from = None
     try:
         if resume and out is not None:
+            assert ckpt is not None  # a run folder always has its checkpoint manager
             saved_config = out / "config.json"
             if saved_config.exists():  # this run's own config (a sub-run of a module)
                 _check_resume(cfg, _read_json(saved_config), resume, out)
@@ -392,7 +392,7 @@ def _train(
                         f"cannot resume {out}: train.steps={tc.steps} is smaller than the "
                         f"checkpoint's step {resumed_from}"
                     )
-                history = restore_history(jsonl, resumed_from)
+                history = restore_history(out / "metrics.jsonl", resumed_from)
                 ckpt.set_aside_damaged()
                 print(f"[sinks_jax] resumed from step {resumed_from} ({ckpt.directory})")
         if out is not None:  # written only once every check has passed
@@ -402,7 +402,8 @@ def _train(
                 run_dir.write_mark(out, {"kind": "train", "config": to_dict(cfg)})
             run_dir.atomic_write_json(out / "config.json", to_dict(cfg))
             run_dir.atomic_write_text(
-                jsonl, "".join(run_dir.json_text(r, indent=None) + "\n" for r in history)
+                out / "metrics.jsonl",
+                "".join(run_dir.json_text(r, indent=None) + "\n" for r in history),
             )
     except BaseException:
         if ckpt is not None:
@@ -482,7 +483,7 @@ def _train(
                 _append_jsonl(jsonl, row)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
             run_eval(done)
-            if is_ckpt:
+            if is_ckpt and ckpt is not None:
                 # A checkpoint is good only if its parameters are finite and give a finite loss
                 # on the next step's batch (that loss is otherwise only seen one step later).
                 # With micro-batches only the first part is checked (the whole batch need not

@@ -25,7 +25,7 @@ from flax import nnx, struct
 
 from sinks_jax.config import ModelConfig, OptimConfig, RunConfig, TrainConfig, require
 from sinks_jax.forward import apply
-from sinks_jax.model import Capture, VectorTransformer
+from sinks_jax.model import Capture, VectorTransformer, captured
 from sinks_jax.train import TrainResult, train
 
 BOS, SEP, CONTENT, TAG = range(4)  # offsets of the indicator slots after the d_x content dims
@@ -82,8 +82,7 @@ def masked_mse(pred_BxNxX: jax.Array, target_BxNxX: jax.Array, mask_BxN: jax.Arr
     return (err_BxN * mask_BxN).sum() / jnp.maximum(mask_BxN.sum(), 1.0)
 
 
-@struct.dataclass
-class AveragingBatch:
+class AveragingBatch(struct.PyTreeNode):
     features: jax.Array  # [B, T+1, d_x+4]
     targets: jax.Array  # [B, T+1, d_x] (0 where not a target)
     target_mask: jax.Array  # [B, T+1] float, 1 where the loss counts
@@ -210,10 +209,11 @@ def ctr_metrics(model: nnx.Module, batch: AveragingBatch) -> dict[str, float]:
     pos = jnp.arange(n)[None]
     sep = batch.sep[:, None]
     after, before = pos > sep, (pos >= 1) & (pos < sep)
-    a1 = out.layers[0].attn_weights[:, 0]  # [B,T,T]
-    a2 = out.layers[1].attn_weights[:, 0]
+    layer1, layer2 = out.observed[:2]
+    a1 = captured(layer1.attn_weights)[:, 0]  # [B,T,T]
+    a2 = captured(layer2.attn_weights)[:, 0]
     to_sep = jnp.take_along_axis(a1, jnp.broadcast_to(sep[:, :, None], (a1.shape[0], n, 1)), 2)
-    o = out.layers[0].attn_out  # [B,T,D]
+    o = captured(layer1.attn_out)  # [B,T,D]
 
     def energy(mask):
         m = mask[..., None].astype(o.dtype)
@@ -285,8 +285,7 @@ class TriggerQueryConfig:
         return self.d_x + 4
 
 
-@struct.dataclass
-class TriggerQueryBatch:
+class TriggerQueryBatch(struct.PyTreeNode):
     features: jax.Array  # [B, T+1, d_x+4], the trigger in the SEP slot
     targets: jax.Array  # [B, T+1, d_x]: the preceding content mean at the trigger, else 0
     target_mask: jax.Array  # [B, T+1] float, all ones (every position supervised)

@@ -28,7 +28,6 @@ from sinks_jax.config import (
     TrainConfig,
     check_sink_eps,
     require,
-    run_config,
 )
 from sinks_jax.forward import apply
 from sinks_jax.model import GPT, Capture
@@ -73,11 +72,6 @@ class LMConfig(RunConfig):
                 f">= data.seq_len={self.data.seq_len}",
             )
         check_sink_eps(self.sink_eps)
-
-
-def base_config(cfg: LMConfig) -> LMConfig:
-    """The plain `LMConfig` part of a sweep's config (its `sweep` group dropped)."""
-    return run_config(cfg)
 
 
 def with_context(cfg: LMConfig, seq_len: int, tokens_per_step: int) -> LMConfig:
@@ -220,7 +214,9 @@ def sink_summary(
     mask = attention_mask(batch)
     real = np.asarray(batch.inputs) != corpus.PAD
     classes = token_classes(np.asarray(batch.inputs), byte_text)
-    first, by_class, residual = [], {k: [] for k in classes}, []
+    first: list[np.ndarray] = []
+    by_class: dict[str, list[np.ndarray]] = {k: [] for k in classes}
+    residual: list[dict[str, float]] = []
     for obs in out.layers:
         ks = np.asarray(metrics.sink_scores(obs.attn_weights, mask, per_sequence=True))  # [B,H,T]
         first.append(ks[:, :, 0].mean(0))
@@ -234,17 +230,17 @@ def sink_summary(
         norms = np.linalg.norm(np.asarray(obs.residual), axis=-1)  # [B,T]
         others = (norms[:, 1:] * real[:, 1:]).sum() / max(real[:, 1:].sum(), 1)
         residual.append({"first": float(norms[:, 0].mean()), "others": float(others)})
-    first = np.stack(first)  # [L,H]
+    first_LxH = np.stack(first)
     result: dict[str, Any] = {
         "val_loss": val_loss(out, batch),
-        "first_scores": first.tolist(),
-        "max_head_score": float(first.max()),
+        "first_scores": first_LxH.tolist(),
+        "max_head_score": float(first_LxH.max()),
         "residual_first_vs_others": residual,
         "massive_activations": metrics.massive_activations(out.layers[-1].residual)["count"],
     }
     for e in eps:
-        result[f"sink_rate_{e:g}"] = metrics.sink_rate(first, e)
-        result[f"sink_rate_by_layer_{e:g}"] = [float((row > e).mean()) for row in first]
+        result[f"sink_rate_{e:g}"] = metrics.sink_rate(first_LxH, e)
+        result[f"sink_rate_by_layer_{e:g}"] = [float((row > e).mean()) for row in first_LxH]
     result["class_scores_max"] = {
         k: float(np.nanmax(np.stack(v))) if not np.all(np.isnan(v)) else None
         for k, v in by_class.items()

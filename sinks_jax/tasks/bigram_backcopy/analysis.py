@@ -14,7 +14,7 @@ from flax import nnx
 from sinks_jax import metrics
 from sinks_jax.batch import Batch
 from sinks_jax.forward import apply, jit_with_model
-from sinks_jax.model import Capture, Interventions
+from sinks_jax.model import GPT, Capture, Interventions
 from sinks_jax.tasks.bigram_backcopy.data import (
     BigramBackcopyTask,
     trigger_positions,
@@ -84,7 +84,7 @@ def analyse(
 
 
 def attention_weights(
-    model: nnx.Module, tokens_BxT: jax.Array, interventions: Interventions = Interventions()
+    model: GPT, tokens_BxT: jax.Array, interventions: Interventions = Interventions()
 ) -> np.ndarray:
     """[L, B, H, T, T] attention weights (layers without attention are all zeros)."""
     out = apply(
@@ -95,7 +95,7 @@ def attention_weights(
     return np.stack(
         [
             np.zeros((b, h, t, t)) if o.attn_weights is None else np.asarray(o.attn_weights)
-            for o in out.layers
+            for o in out.observed
         ]
     )
 

@@ -185,7 +185,9 @@ def eval_batch(task: BigramBackcopyTask, seed: int, batch_size: int, seq_len: in
 # Oracle
 
 
-def true_next_distribution(task: BigramBackcopyTask, inputs_BxT: jax.Array) -> jax.Array:
+def true_next_distribution(
+    task: BigramBackcopyTask, inputs_BxT: jax.Array | np.ndarray
+) -> jax.Array:
     """[B,T,V] the data-generating distribution of the next token at every input position.
 
     Position 0 (BOS): the trigger-free marginal; after a trigger: one-hot on s[t-1]; otherwise
@@ -201,7 +203,7 @@ def true_next_distribution(task: BigramBackcopyTask, inputs_BxT: jax.Array) -> j
     return jnp.where(trig[..., None], copy, rows)
 
 
-def trigger_positions(task: BigramBackcopyTask, inputs_BxT: jax.Array) -> jax.Array:
+def trigger_positions(task: BigramBackcopyTask, inputs_BxT: jax.Array | np.ndarray) -> jax.Array:
     """[B,T] bool: input positions t >= 1 holding a trigger (the next token is a back-copy)."""
     trig = jnp.asarray(task.trigger_mask)[inputs_BxT]
     return trig.at[:, 0].set(False)

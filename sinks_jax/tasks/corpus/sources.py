@@ -95,7 +95,8 @@ def _json_kind(value) -> str:
     for kind, name in ((type(None), "null"), (bool, "a boolean"), (int | float, "a number")):
         if isinstance(value, kind):
             return name
-    return {str: "a string", list: "an array", dict: "an object"}.get(type(value), "a value")
+    names: dict[type, str] = {str: "a string", list: "an array", dict: "an object"}
+    return names.get(type(value), "a value")
 
 
 def _jsonl_text(line: str, where: str) -> str:

@@ -230,8 +230,11 @@ def decode(ids: np.ndarray, cfg: CorpusConfig, store: TokenStore | None = None) 
     if cfg.tokenizer == "bpe":
         from tokenizers import Tokenizer
 
+        if store is None:
+            raise ValueError("decoding BPE ids needs the corpus's store (it holds the tokenizer)")
         tok = Tokenizer.from_file(str(Path(store.info["cache"]) / "bpe.json"))
-        parts, run = [], []  # decode runs of ordinary ids together (multi-byte characters)
+        parts: list[str] = []
+        run: list[int] = []  # decode runs of ordinary ids together (multi-byte characters)
         for i in [int(i) for i in np.asarray(ids)] + [None]:
             if i is None or i in special:
                 if run:

@@ -460,8 +460,11 @@ def _train(
     window_t, window_steps = time.perf_counter(), 0
     try:
         run_eval(start)
+        ahead: tuple[int, Any] | None = None  # (step, batch) built early by the checkpoint guard
         for step in range(start, tc.steps):
-            batch = sharding.shard_batch(batch_fn(step), mesh)
+            host_batch = ahead[1] if ahead is not None and ahead[0] == step else batch_fn(step)
+            ahead = None
+            batch = sharding.shard_batch(host_batch, mesh)
             state, metrics = step_fn(state, batch)
             done = step + 1
             pending.append((done, metrics["loss"]))
@@ -488,12 +491,12 @@ def _train(
                 # on the next step's batch (that loss is otherwise only seen one step later).
                 # With micro-batches only the first part is checked (the whole batch need not
                 # fit in memory at once): part 0, rows 0, k, 2k, ... as in the train step.
-                next_batch = batch_fn(done)
+                ahead = (done, batch_fn(done))  # the next step uses it (built once)
                 if tc.microbatches > 1:
-                    part = jax.tree.map(lambda x: x[:: tc.microbatches], next_batch)
+                    part = jax.tree.map(lambda x: x[:: tc.microbatches], ahead[1])
                     next_batch = sharding.replicate(part, mesh)  # any row count
                 else:
-                    next_batch = sharding.shard_batch(next_batch, mesh)
+                    next_batch = sharding.shard_batch(ahead[1], mesh)
                 if not bool(good_to_save(state.params, next_batch)):
                     raise diverged(done + 1)
                 ckpt.save(done, state, force=done == tc.steps)

@@ -31,6 +31,18 @@ from sinks_jax.train import TrainResult, train
 BOS, SEP, CONTENT, TAG = range(4)  # offsets of the indicator slots after the d_x content dims
 
 
+def _check_layout(
+    cfg: Any, *, min_len: int, lo: int, hi: int, top: int, top_name: str, why: str = ""
+) -> None:
+    """What both averaging configs require: T >= `min_len`, d_x >= 1, `lo` <= p_min <= `hi` (the
+    resolved p_max) <= `top` (`top_name`, what p_max = 0 means), batch_size >= 1."""
+    require(cfg.seq_len >= min_len, "data.seq_len", cfg.seq_len, f"an integer >= {min_len}")
+    require(cfg.d_x >= 1, "data.d_x", cfg.d_x, "an integer >= 1")
+    require(lo <= cfg.p_min <= hi, "data.p_min", cfg.p_min, f"in [{lo}, p_max={hi}]{why}")
+    require(hi <= top, "data.p_max", cfg.p_max, f"<= {top_name} = {top} (0 means {top_name})")
+    require(cfg.batch_size >= 1, "data.batch_size", cfg.batch_size, "an integer >= 1")
+
+
 @dataclasses.dataclass(frozen=True)
 class AveragingConfig:
     seq_len: int = 24  # T: positions 0..T, so T + 1 tokens
@@ -42,21 +54,8 @@ class AveragingConfig:
     batch_size: int = 64
 
     def __post_init__(self) -> None:
-        require(self.seq_len >= 3, "data.seq_len", self.seq_len, "an integer >= 3")
-        require(self.d_x >= 1, "data.d_x", self.d_x, "an integer >= 1")
-        require(
-            1 <= self.p_min <= self.sep_max,
-            "data.p_min",
-            self.p_min,
-            f"in [1, p_max={self.sep_max}]",
-        )
-        require(
-            self.sep_max <= self.seq_len - 1,
-            "data.p_max",
-            self.p_max,
-            f"<= seq_len - 1 = {self.seq_len - 1} (0 means seq_len - 1)",
-        )
-        require(self.batch_size >= 1, "data.batch_size", self.batch_size, "an integer >= 1")
+        last = self.seq_len - 1
+        _check_layout(self, min_len=3, lo=1, hi=self.sep_max, top=last, top_name="seq_len - 1")
 
     @property
     def sep_max(self) -> int:
@@ -259,22 +258,16 @@ class TriggerQueryConfig:
     batch_size: int = 64
 
     def __post_init__(self) -> None:
-        require(self.seq_len >= 2, "data.seq_len", self.seq_len, "an integer >= 2")
-        require(self.d_x >= 1, "data.d_x", self.d_x, "an integer >= 1")
-        require(
-            2 <= self.p_min <= self.query_max,
-            "data.p_min",
-            self.p_min,
-            f"in [2, p_max={self.query_max}] (a trigger needs content before it)",
-        )
-        require(
-            self.query_max <= self.seq_len,
-            "data.p_max",
-            self.p_max,
-            f"<= seq_len = {self.seq_len} (0 means seq_len)",
+        _check_layout(
+            self,
+            min_len=2,
+            lo=2,
+            hi=self.query_max,
+            top=self.seq_len,
+            top_name="seq_len",
+            why=" (a trigger needs content before it)",
         )
         require(0.0 < self.trigger_prob < 1.0, "data.trigger_prob", self.trigger_prob, "in (0, 1)")
-        require(self.batch_size >= 1, "data.batch_size", self.batch_size, "an integer >= 1")
 
     @property
     def query_max(self) -> int:

@@ -118,11 +118,17 @@ def synthetic_table(
 
 
 def make_task(cfg: BBDataConfig, seed: int = 0) -> BigramBackcopyTask:
+    """The task of a run (`seed` draws a synthetic table). Cached, so runs on the same table
+    share one task object and one compiled sampler instead of compiling it for each run."""
     if cfg.table == "synthetic":
-        return synthetic_table(
+        return _cached_synthetic_table(
             cfg.synthetic_vocab, cfg.n_triggers, cfg.synthetic_concentration, seed
         )
-    return load_shakespeare_table(cfg.n_triggers)
+    return _cached_shipped_table(cfg.n_triggers)
+
+
+_cached_shipped_table = functools.lru_cache(maxsize=8)(load_shakespeare_table)
+_cached_synthetic_table = functools.lru_cache(maxsize=16)(synthetic_table)
 
 
 # ---------------------------------------------------------------------------------------------

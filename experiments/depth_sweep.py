@@ -28,6 +28,7 @@ from sinks_jax import metrics, mixing, plotting
 from sinks_jax.claims import check
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import TrainConfig, require
+from sinks_jax.config import run_config as plain_run_config
 from sinks_jax.forward import jit_with_model
 from sinks_jax.tasks import corpus, lm, lm_presets
 
@@ -106,7 +107,7 @@ NOTES = {
 
 
 def run_config(cfg: DepthSweepConfig, depth: int, seed: int) -> lm.LMConfig:
-    base = lm.base_config(cfg)
+    base = plain_run_config(cfg)
     return dataclasses.replace(
         base, seed=seed, model=dataclasses.replace(cfg.model, n_layers=depth)
     )

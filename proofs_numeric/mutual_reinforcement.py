@@ -166,7 +166,7 @@ def _run(cfg: ReinforcementConfig, ctx: RunContext) -> dict[str, Any]:
     controls = {}
     for n in cfg.control_n:
         n_arr = jnp.asarray([float(n)])
-        c_alpha, c_perp, c_beta = descend(zeros_a, zeros_b, problem, n_arr, cfg.lr, cfg.steps)
+        c_alpha, _c_perp, c_beta = descend(zeros_a, zeros_b, problem, n_arr, cfg.lr, cfg.steps)
         c_alpha = np.asarray(c_alpha)
         weight = np.exp(c_alpha[-1].max()) / (np.exp(c_alpha[-1].max()) + n)
         controls[n] = {

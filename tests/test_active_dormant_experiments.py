@@ -25,10 +25,10 @@ TINIER_DATA = BBDataConfig(seq_len=16, batch_size=16, eval_batch_size=32)
 
 
 def test_residual_peak_config_is_validated():
+    quick = rp.PRESETS["quick"]
     with pytest.raises(ConfigError, match="n_layers"):
-        quick = rp.PRESETS["quick"]
         dataclasses.replace(quick, model=dataclasses.replace(quick.model, n_layers=2))
-    with pytest.raises(ConfigError, match="sweep.ablation_steps"):
+    with pytest.raises(ConfigError, match=r"sweep\.ablation_steps"):
         dataclasses.replace(rp.PRESETS["quick"], sweep=rp.ResidualPeakSweep(ablation_steps=333))
 
 
@@ -37,7 +37,8 @@ def test_residual_peak_ablation_configs_change_only_the_named_parts():
     for changes in rp.ABLATIONS.values():
         run = rp.base_config(cfg, cfg.sweep.ablation_steps, **changes)
         assert run.train.steps == cfg.sweep.ablation_steps
-        assert run.optim == cfg.optim and run.data == cfg.data
+        assert run.optim == cfg.optim
+        assert run.data == cfg.data
         for name, value in changes.items():
             assert getattr(run.model, name) == value
 
@@ -53,7 +54,8 @@ def test_mitigation_runs_share_the_initialisation():
     for name in ("SGD", "ReLU attention"):
         for a, b in zip(ref, jax.tree.leaves(params[name]), strict=True):
             np.testing.assert_array_equal(a, b)
-    assert cfgs["SGD"].optim.name == "sgd" and cfgs["SGD"].optim.lr == 0.03
+    assert cfgs["SGD"].optim.name == "sgd"
+    assert cfgs["SGD"].optim.lr == 0.03
     assert cfgs["ReLU attention"].model.attention == "relu"
 
 
@@ -61,7 +63,8 @@ def test_mitigation_runs_share_the_initialisation():
 def test_two_domains_share_the_vocabulary_and_differ_as_described(marker):
     task = make_task(BBDataConfig(), 0)
     dom = td.make_domains(task, marker, 0)
-    assert dom.b.vocab_size == task.vocab_size and dom.b.triggers == ()
+    assert dom.b.vocab_size == task.vocab_size
+    assert dom.b.triggers == ()
     np.testing.assert_allclose(dom.b.cond.sum(1)[dom.b.marginal > 0], 1.0, atol=1e-6)
     batch = td.mixed_batch(dom, 0, 0, 256, 16, 0.5)
     first = np.asarray(batch.inputs[:, 0])

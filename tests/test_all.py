@@ -47,14 +47,17 @@ def test_bad_arguments_exit_2_having_run_nothing(tmp_path, monkeypatch, capsys, 
     monkeypatch.chdir(cwd)
     assert run_all.main(argv) == 2
     err = capsys.readouterr().err
-    assert message in err and len(err.strip().splitlines()) == 1
-    assert ran == [] and list(tmp_path.rglob("*")) == [cwd]
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert ran == []
+    assert list(tmp_path.rglob("*")) == [cwd]
 
 
 def test_runs_the_selected_modules_and_summarises_their_claims(tmp_path, monkeypatch):
     code = run_all.main(["--only", "adam_vs_sgd_peak", "--out", str(tmp_path)])
     summary = (tmp_path / "summary.md").read_text()
-    assert code == 0 and "| adam_vs_sgd_peak | ok |" in summary
+    assert code == 0
+    assert "| adam_vs_sgd_peak | ok |" in summary
     assert (tmp_path / "adam_vs_sgd_peak" / "metrics.json").exists()
     monkeypatch.setattr(run_all, "run_module", lambda m, preset, out: "ok")
     argv = ["--only", "adam_vs_sgd_peak,lm_sinks", "--preset", "text", "--out", str(tmp_path)]

@@ -45,7 +45,8 @@ def _leaves(state):
 def _assert_same(a, b):
     assert jax.tree.structure(a) == jax.tree.structure(b)
     for x, y in zip(_leaves(a), _leaves(b), strict=True):
-        assert x.dtype == y.dtype and x.shape == y.shape
+        assert x.dtype == y.dtype
+        assert x.shape == y.shape
         np.testing.assert_array_equal(x, y)
 
 
@@ -93,17 +94,18 @@ def test_damaged_latest_falls_back_moves_aside_and_saves_again(tmp_path, states,
 
     with Checkpointer(ck_dir, every=1, keep=5) as ck:
         state, step = ck.restore_latest_good(s20b)
-        assert step == 10 and ck.latest_step() == 10
+        assert step == 10
+        assert ck.latest_step() == 10
         _assert_same(state, s10)
         ck.save(20, s20b, force=True)
 
     out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 1 and out[0].startswith(
-        f"[sinks_jax] checkpoint step 20 in {ck_dir} is damaged ("
-    )
+    assert len(out) == 1
+    assert out[0].startswith(f"[sinks_jax] checkpoint step 20 in {ck_dir} is damaged (")
     assert "falling back to the previous one" in out[0]
     (moved,) = (tmp_path / "checkpoints.damaged").iterdir()
-    assert moved.name.startswith("20-") and str(moved) in out[0]
+    assert moved.name.startswith("20-")
+    assert str(moved) in out[0]
     assert sorted(p.relative_to(moved) for p in moved.rglob("*")) == files_before  # not deleted
 
     with Checkpointer(ck_dir, every=1, keep=5) as ck:
@@ -136,11 +138,11 @@ def test_all_steps_damaged_raises_one_line_DataError_and_moves_nothing(tmp_path,
     _save(tmp_path / "ck", [(10, s10), (20, s20)])
     _truncate_largest_file(tmp_path / "ck" / "20")
     shutil.rmtree(tmp_path / "ck" / "10" / "default")
-    with Checkpointer(tmp_path / "ck", every=1, keep=5) as ck:
-        with pytest.raises(DataError) as err:
-            ck.restore_latest_good(s10)
+    with Checkpointer(tmp_path / "ck", every=1, keep=5) as ck, pytest.raises(DataError) as err:
+        ck.restore_latest_good(s10)
     msg = str(err.value)
-    assert "\n" not in msg and msg.startswith(f"no intact checkpoint in {tmp_path / 'ck'} (")
+    assert "\n" not in msg
+    assert msg.startswith(f"no intact checkpoint in {tmp_path / 'ck'} (")
     assert "step 20: ValueError: OUT_OF_RANGE: Error reading" in msg
     assert """step 10: KeyError: 'Item "default" was not found""" in msg
     assert msg.endswith("rerun without --resume to start fresh")
@@ -155,9 +157,11 @@ def test_wrong_layout_is_not_taken_for_a_good_checkpoint(tmp_path, states):
     opt = make_optimizer(OptimConfig(lr=3e-3), 10)
     model = GPT(dataclasses.replace(MODEL, d_model=64), rngs=nnx.Rngs(0))
     _, bigger = init_state(model, opt, 0)
-    with Checkpointer(tmp_path / "ck", every=1, keep=5) as ck:
-        with pytest.raises(DataError, match="no intact checkpoint"):
-            ck.restore_latest_good(bigger)
+    with (
+        Checkpointer(tmp_path / "ck", every=1, keep=5) as ck,
+        pytest.raises(DataError, match="no intact checkpoint"),
+    ):
+        ck.restore_latest_good(bigger)
 
 
 def test_keyboard_interrupt_is_not_taken_for_damage(tmp_path, states, monkeypatch):

@@ -37,29 +37,41 @@ def test_help_lists_presets_and_fields(capsys):
 
 def test_unknown_preset_is_one_clear_error(capsys):
     code, _, err = _cli(capsys, "--preset", "huge")
-    assert code == 2 and "invalid choice: 'huge'" in err
+    assert code == 2
+    assert "invalid choice: 'huge'" in err
     assert len(err.strip().splitlines()) == 1
 
 
 def test_bad_config_value_is_one_clear_error(tmp_path, capsys):
     code, _, err = _cli(capsys, "--out", str(tmp_path), "--set", "model.positions=absolute")
-    assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "model.positions='absolute'" in err and "allowed" in err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "model.positions='absolute'" in err
+    assert "allowed" in err
     code, _, err = _cli(capsys, "--out", str(tmp_path), "--set", "model.depth=2")
-    assert code == 2 and "unknown config field 'model.depth'" in err
+    assert code == 2
+    assert "unknown config field 'model.depth'" in err
 
 
 def test_a_real_process_exits_2_with_one_line_and_no_traceback(tmp_path):
     """The module's `__main__` wiring: bad input is exit status 2 and one line on stderr."""
     proc = subprocess.run(
-        [sys.executable, "-m", "experiments.bigram_backcopy", "--out", str(tmp_path / "o")]
-        + ["--set", "model.positions=absolute"],
+        [
+            sys.executable,
+            "-m",
+            "experiments.bigram_backcopy",
+            "--out",
+            str(tmp_path / "o"),
+            "--set",
+            "model.positions=absolute",
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=300,
     )
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-2000:]
     assert "model.positions='absolute'" in proc.stderr
     assert not (tmp_path / "o").exists()
@@ -97,7 +109,8 @@ def test_nan_loss_is_one_clear_error(tmp_path, capsys):
         "--set",
         "optim.lr=1e12",
     )
-    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
     assert "NaN/inf at step" in err
 
 
@@ -134,7 +147,8 @@ def test_short_run_writes_metrics_figures_and_resumes(tmp_path, capsys):
         assert (tmp_path / name).exists()
     # resume continues from the final checkpoint: nothing left to train
     code, out, err = _cli(capsys, "--out", str(tmp_path), *SHORT_RUN, "--resume")
-    assert code == 0 and "resumed from step 20" in out, err[-2000:]
+    assert code == 0, err[-2000:]
+    assert "resumed from step 20" in out, err[-2000:]
 
 
 def _tiny_preset(cfg, **data):
@@ -152,10 +166,13 @@ def test_benchmark_runs_on_tiny_presets(monkeypatch):
     monkeypatch.setitem(train_step.EXPERIMENTS, "bigram_backcopy", {"quick": bb})
     monkeypatch.setitem(train_step.EXPERIMENTS, "lm_sinks", {"quick": lm})
     result = train_step.run("bigram_backcopy", "quick", repeats=1)
-    assert result["train_step_s"] > 0 and result["ratio_capture_all_over_no_capture"] > 0
-    assert result["batch"] == [8, 16] and result["sample_batch_s"] > 0
+    assert result["train_step_s"] > 0
+    assert result["ratio_capture_all_over_no_capture"] > 0
+    assert result["batch"] == [8, 16]
+    assert result["sample_batch_s"] > 0
     lm_result = train_step.run("lm_sinks", "quick", repeats=1, microbatches=2)
-    assert lm_result["train_step_s"] > 0 and lm_result["microbatches"] == 2
+    assert lm_result["train_step_s"] > 0
+    assert lm_result["microbatches"] == 2
 
 
 @pytest.mark.slow
@@ -163,9 +180,11 @@ def test_benchmark_runs():
     from benchmarks.train_step import run
 
     result = run("bigram_backcopy", "quick", repeats=1)
-    assert result["train_step_s"] > 0 and result["ratio_capture_all_over_no_capture"] > 0
+    assert result["train_step_s"] > 0
+    assert result["ratio_capture_all_over_no_capture"] > 0
     lm = run("lm_sinks", "quick", repeats=1, microbatches=2)
-    assert lm["train_step_s"] > 0 and lm["microbatches"] == 2
+    assert lm["train_step_s"] > 0
+    assert lm["microbatches"] == 2
 
 
 def test_report_says_what_was_seen(tmp_path):

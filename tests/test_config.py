@@ -29,9 +29,12 @@ def test_overrides_parse_types_and_revalidate():
             "seed=7",
         ],
     )
-    assert cfg.model.n_layers == 3 and cfg.optim.lr == 3e-4 and cfg.train.progress is False
-    assert cfg.model.layers_without_mlp == (0, 2) and cfg.seed == 7
-    with pytest.raises(ConfigError, match="unknown config field 'model.depth'"):
+    assert cfg.model.n_layers == 3
+    assert cfg.optim.lr == 3e-4
+    assert cfg.train.progress is False
+    assert cfg.model.layers_without_mlp == (0, 2)
+    assert cfg.seed == 7
+    with pytest.raises(ConfigError, match=r"unknown config field 'model\.depth'"):
         apply_overrides(cfg, ["model.depth=2"])
     with pytest.raises(ConfigError, match="cannot parse"):
         apply_overrides(cfg, ["model.n_layers=three"])
@@ -45,7 +48,8 @@ def test_tuple_overrides_use_the_element_type():
     from proofs_numeric.over_mixing import OverMixingConfig
 
     cfg = apply_overrides(OverMixingConfig(), ["a_values=0,0.5,0.9", "bisect_depths=(8,16)"])
-    assert cfg.a_values == (0.0, 0.5, 0.9) and cfg.bisect_depths == (8, 16)
+    assert cfg.a_values == (0.0, 0.5, 0.9)
+    assert cfg.bisect_depths == (8, 16)
     with pytest.raises(ConfigError, match=r"as tuple\[int,...\]"):
         apply_overrides(cfg, ["bisect_depths=8.5"])
 
@@ -79,7 +83,8 @@ def test_steps_is_applied_with_the_overrides():
         preset="quick", seed=None, steps=500, overrides=["sweep.ablation_steps=500"]
     )
     cfg = resolve_config(EXPERIMENT, args)
-    assert cfg.train.steps == 500 and cfg.sweep.ablation_steps == 500
+    assert cfg.train.steps == 500
+    assert cfg.sweep.ablation_steps == 500
     args.overrides = []
     with pytest.raises(ConfigError, match=r"sweep.ablation_steps=1000.*train.steps=500"):
         resolve_config(EXPERIMENT, args)

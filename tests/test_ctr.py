@@ -22,7 +22,8 @@ def test_averaging_task_features_and_targets():
     assert (f[:, :, 6] == 0).all()  # the tag slot is empty
     for i in range(16):
         p = int(b.sep[i])
-        assert f[i, p, 4] == 1 and f[i, 0, 3] == 1
+        assert f[i, p, 4] == 1
+        assert f[i, 0, 3] == 1
         np.testing.assert_allclose(b.targets[i, -1], f[i, p + 1 :, :3].mean(0), rtol=1e-5)
     assert float(b.target_mask.sum()) == 16  # last position only
 
@@ -58,12 +59,17 @@ def test_construction_error_and_sink_match_the_theory():
         err16, sink16 = cc.median_error(cfg, 16.0, data)
         err32, _ = cc.median_error(cfg, 32.0, data)
         err8, sink8 = cc.median_error(cfg, 8.0, data)
-    assert err16 <= 1e-6 and err32 <= 1e-12 and err8 > err16  # float64
+    # float64
+    assert err16 <= 1e-6
+    assert err32 <= 1e-12
+    assert err8 > err16
     # ε₁ = (e^{α a_B} + T) e^{−α a_S} bounds the attention leaving SEP (T ≤ 64, a_S = 2, a_B = 1)
     eps8 = (np.exp(8.0) + 64) * np.exp(-16.0)
-    assert sink8 >= 1 - eps8 - 1e-12 and sink16 > sink8
+    assert sink8 >= 1 - eps8 - 1e-12
+    assert sink16 > sink8
     w = cc.construction(8, 16.0, 16.0, 2.0, 1.0)
-    assert np.linalg.matrix_rank(w.q1 @ w.k1.T) == 1 and np.linalg.matrix_rank(w.q2 @ w.k2.T) == 1
+    assert np.linalg.matrix_rank(w.q1 @ w.k1.T) == 1
+    assert np.linalg.matrix_rank(w.q2 @ w.k2.T) == 1
 
 
 def test_target_jacobian_rank_and_eckart_young_residual():
@@ -94,7 +100,8 @@ def _two_layers_beat_one_layer(base: av.AveragingExperimentConfig) -> None:
         c = ol.model_config(base, n_layers, 1)
         models[n_layers] = av.train_averaging(c, None).model()
         rel[n_layers] = av.last_position_rel_mse(models[n_layers], ev)
-    assert rel[1] > 0.3 and rel[2] < 0.1, rel
+    assert rel[1] > 0.3, rel
+    assert rel[2] < 0.1, rel
     metrics = av.ctr_metrics(models[2], ev)
     assert metrics["retrieval_mass"] > 0.8
     assert set(metrics) >= {"sep_sink", "bos_sink_before_sep", "tag_energy", "rel_mse"}
@@ -172,7 +179,7 @@ def test_ctr_emergence_sweep_is_set_from_the_command_line():
     assert list(ce.settings(cfg)) == ["adam 0.003", "adam 0.001"]
     swept, n_seeds = ce.settings(cfg)["adam 0.001"]
     assert (swept.optim.name, swept.optim.lr, n_seeds) == ("adam", 0.001, 2)
-    with pytest.raises(ConfigError, match="sweep.lrs"):
+    with pytest.raises(ConfigError, match=r"sweep\.lrs"):
         apply_overrides(ce.PRESETS["quick"], ["sweep.lrs=[-1.0]"])
 
 

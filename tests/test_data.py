@@ -29,7 +29,9 @@ def seqs(task):
 
 
 def test_table_and_triggers(task):
-    assert task.vocab_size == 67 and task.bos_id == 65 and task.delimiter_id == 66
+    assert task.vocab_size == 67
+    assert task.bos_id == 65
+    assert task.delimiter_id == 66
     assert task.triggers == (1, 43, 58)  # ' ', 'e', 't'
     assert [task.itos[i] for i in task.triggers] == [" ", "e", "t"]
     np.testing.assert_allclose(task.cond.sum(1), 1.0, atol=1e-6)
@@ -79,7 +81,8 @@ def test_true_next_distribution(task, seqs):
 
 def test_synthetic_table_and_trigger_free():
     task = make_task(BBDataConfig(table="synthetic", synthetic_vocab=12, n_triggers=2), seed=1)
-    assert task.vocab_size == 14 and len(task.triggers) == 2
+    assert task.vocab_size == 14
+    assert len(task.triggers) == 2
     np.testing.assert_allclose(task.cond.sum(1), 1.0, atol=1e-9)
     assert task.cond[:, task.bos_id].sum() == 0
     free = trigger_free_task(synthetic_table(12, 2, 0.3, 1))

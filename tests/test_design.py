@@ -49,9 +49,8 @@ def test_every_training_config_is_a_run_config_and_sweeps_are_a_group(name):
     for cfg in module.PRESETS.values():
         assert isinstance(cfg, RunConfig)
         base = run_config(cfg)
-        assert isinstance(base, RunConfig) and "sweep" not in {
-            f.name for f in dataclasses.fields(base)
-        }
+        assert isinstance(base, RunConfig)
+        assert "sweep" not in {f.name for f in dataclasses.fields(base)}
         assert (base.model, base.optim, base.train, base.seed) == (
             cfg.model,
             cfg.optim,
@@ -73,9 +72,9 @@ def test_task_configs_validate_the_run_config_too():
     """A task config's own checks do not replace its parents' (each calls super)."""
     from experiments import ctr_low_rank as lr
 
-    with pytest.raises(ConfigError, match="model.n_heads"):
+    with pytest.raises(ConfigError, match=r"model\.n_heads"):
         dataclasses.replace(lr.PRESETS["quick"], model=dataclasses.replace(TINY, n_heads=2))
-    with pytest.raises(ConfigError, match="model.max_len"):
+    with pytest.raises(ConfigError, match=r"model\.max_len"):
         BBConfig(model=TINY, data=BBDataConfig(seq_len=16))
     with pytest.raises(ConfigError, match="sink_eps"):
         BBConfig(model=TINY, data=BBDataConfig(seq_len=8), sink_eps=(1.5,))
@@ -108,9 +107,10 @@ def test_weight_decay_mask_spares_norms_and_biases_only_when_asked():
     every, matrices = _decayed("all"), _decayed("matrices")
     assert all(every.values())
     vectors = [k for k in matrices if "bias" in k or "scale" in k]
-    assert vectors and not any(matrices[k] for k in vectors)
+    assert vectors
+    assert not any(matrices[k] for k in vectors)
     assert all(v for k, v in matrices.items() if "kernel" in k or "embedding" in k)
-    with pytest.raises(ConfigError, match="optim.decay_params"):
+    with pytest.raises(ConfigError, match=r"optim\.decay_params"):
         OptimConfig(decay_params="some")
 
 
@@ -146,7 +146,8 @@ def test_train_result_model_holds_device_arrays_and_load_run_reads_the_folder(tm
     kernel = result.model().blocks[0].attn.query.kernel[...]
     assert isinstance(kernel, jax.Array)
     run = load_run(tmp_path / "run")  # the folder read back: config and the logged rows
-    assert run.config["model"]["d_model"] == 16 and run.claims == []
+    assert run.config["model"]["d_model"] == 16
+    assert run.claims == []
     assert [r["step_seen"] for r in run.evals()] == [0, 2]
 
 

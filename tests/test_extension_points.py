@@ -151,6 +151,7 @@ def test_capture_selected_layers_only():
     model = GPT(CFG, rngs=nnx.Rngs(6))
     full = model(TOKENS, capture=Capture.all())
     some = model(TOKENS, capture=Capture.all(layers=(1,)))
-    assert some.layers[0].attn_weights is None and some.layers[0].residual is None
+    assert some.layers[0].attn_weights is None
+    assert some.layers[0].residual is None
     np.testing.assert_array_equal(some.layers[1].attn_weights, full.layers[1].attn_weights)
     np.testing.assert_array_equal(some.logits, full.logits)

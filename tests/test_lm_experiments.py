@@ -25,17 +25,17 @@ TINY_TRAIN = TrainConfig(steps=12, eval_every=6, checkpoint_every=12, progress=F
 
 
 def _data(tmp_path, **kw):
-    base = dict(
-        source="synthetic_bb",
-        n_docs=80,
-        doc_len_min=33,
-        doc_len_max=60,
-        seq_len=16,
-        batch_size=8,
-        eval_batch_size=8,
-        packing="one_doc_per_row",
-        cache_dir=str(tmp_path / "cache"),
-    )
+    base = {
+        "source": "synthetic_bb",
+        "n_docs": 80,
+        "doc_len_min": 33,
+        "doc_len_max": 60,
+        "seq_len": 16,
+        "batch_size": 8,
+        "eval_batch_size": 8,
+        "packing": "one_doc_per_row",
+        "cache_dir": str(tmp_path / "cache"),
+    }
     return corpus.CorpusConfig(**{**base, **kw})
 
 
@@ -60,9 +60,13 @@ def test_spearman_handles_ties_and_constants():
 def test_token_classes_split_first_and_mid_window_bos():
     x = np.array([[corpus.BOS, 65, corpus.BOS, 10, 32, 33], [70, corpus.EOS, 71, 72, 73, 74]])
     c = lm.token_classes(x)
-    assert c["BOS at position 0"].sum() == 1 and c["BOS mid-window"].sum() == 1
-    assert c["first non-BOS token"][0, 1] and c["first non-BOS token"][1, 0]
-    assert c["EOS"].sum() == 1 and c["newline"].sum() == 1 and c["space"].sum() == 1
+    assert c["BOS at position 0"].sum() == 1
+    assert c["BOS mid-window"].sum() == 1
+    assert c["first non-BOS token"][0, 1]
+    assert c["first non-BOS token"][1, 0]
+    assert c["EOS"].sum() == 1
+    assert c["newline"].sum() == 1
+    assert c["space"].sum() == 1
     assert "newline" not in lm.token_classes(x, byte_text=False)
 
 
@@ -72,15 +76,17 @@ def test_sink_summary_of_an_untrained_model_shows_no_sink(tmp_path):
     batch = corpus.eval_rows(store, cfg.data, 0)
     model = GPT(cfg.model, rngs=nnx.Rngs(0))
     summary = lm.sink_summary(model, batch)
-    assert 0.0 <= summary["max_head_score"] < 0.5 and summary["sink_rate_0.3"] == 0.0
-    assert np.isfinite(summary["val_loss"]) and summary["val_loss"] > 0
+    assert 0.0 <= summary["max_head_score"] < 0.5
+    assert summary["sink_rate_0.3"] == 0.0
+    assert np.isfinite(summary["val_loss"])
+    assert summary["val_loss"] > 0
     assert set(summary["class_scores_max"]) >= {"BOS", "EOS", "first non-BOS token"}
 
 
 def test_lm_config_follows_the_tokenizer_and_checks_context(tmp_path):
     cfg = lm.LMConfig(model=TINY_MODEL, data=_data(tmp_path, tokenizer="bpe", bpe_vocab=300))
     assert cfg.model.vocab_size == corpus.VOCAB_SIZE + 300  # 0 = derived, resolved visibly
-    with pytest.raises(ConfigError, match="model.vocab_size"):  # an explicit mismatch is refused
+    with pytest.raises(ConfigError, match=r"model\.vocab_size"):  # an explicit mismatch is refused
         lm.LMConfig(
             model=dataclasses.replace(TINY_MODEL, vocab_size=corpus.VOCAB_SIZE),
             data=_data(tmp_path, tokenizer="bpe", bpe_vocab=300),
@@ -112,7 +118,9 @@ def test_context_sweep_reads_the_short_budget_from_the_long_runs(tmp_path):
         ),
     )
     c8 = cls.run_config(cfg, 8, cfg.seed)
-    assert c8.data.batch_size == 8 and c8.data.seq_len == 8 and c8.train.steps == 12
+    assert c8.data.batch_size == 8
+    assert c8.data.seq_len == 8
+    assert c8.train.steps == 12
     assert cls.run_config(cfg, 16, cfg.seed + 1).train.steps == 6
     out = cls.run(cfg, _ctx(tmp_path))
     budgets = sorted({(r["context"], r["seed"], r["budget"]) for r in out["runs"]})
@@ -137,7 +145,8 @@ def test_depth_sweep_measures_mixing_with_and_without_bos(tmp_path):
     assert ds.run_config(cfg, 2, 0).model.n_layers == 2
     store = corpus.build_store(cfg.data)
     with_bos, without = ds.mixing_inputs(store, 2, 8)
-    assert with_bos.shape == (2, 8) and without.shape == (2, 7)
+    assert with_bos.shape == (2, 8)
+    assert without.shape == (2, 7)
     np.testing.assert_array_equal(with_bos[:, 1:], without)
     out = ds.run(cfg, _ctx(tmp_path))
     assert [r["depth"] for r in out["runs"]] == [1, 2]
@@ -180,4 +189,6 @@ def test_cli_reports_a_missing_corpus_in_one_line(tmp_path, capsys):
         ],
     )
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "does not exist" in err[0]
+    assert code == 2
+    assert len(err) == 1
+    assert "does not exist" in err[0]

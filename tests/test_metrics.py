@@ -95,7 +95,9 @@ def test_massive_activations():
     h[0, 0, 3] = 500.0  # > 100 and > 1000 × median (0.01)
     h[0, 2, 5] = 50.0  # large but below 100
     out = metrics.massive_activations(h)
-    assert out["count"] == 1 and out["dims"] == [3] and out["positions"] == [0]
+    assert out["count"] == 1
+    assert out["dims"] == [3]
+    assert out["positions"] == [0]
 
 
 def test_bb_risks():

@@ -23,11 +23,13 @@ def test_influence_is_causal_and_mixing_ratio_matches():
     model = GPT(CFG, rngs=nnx.Rngs(0))
     tokens = jax.random.randint(jax.random.key(0), (1, 8), 0, 11)
     influence = np.asarray(mixing.influence_by_position(model, tokens))
-    assert influence.shape == (8,) and np.all(influence > 0)
+    assert influence.shape == (8,)
+    assert np.all(influence > 0)
     m = float(mixing.mixing_ratio(model, tokens))
     assert np.isclose(m, influence[:-1].sum() / influence[-1], rtol=1e-6)
     layers = mixing.token_uniformity_by_layer(model, jnp.tile(tokens, (3, 1)))
-    assert layers.shape == (3,) and np.all((layers > 0) & (layers <= 1))
+    assert layers.shape == (3,)
+    assert np.all((layers > 0) & (layers <= 1))
 
 
 def test_attention_onto_bos_removes_mixing():
@@ -47,4 +49,6 @@ def test_attention_onto_bos_removes_mixing():
 
     jac = jax.jacrev(last)(embeddings)[:, 0]  # [V, T, D]
     norms = np.asarray(jnp.linalg.norm(jac, axis=(0, 2)))
-    assert np.all(norms[1:-1] == 0.0) and norms[0] > 0 and norms[-1] > 0
+    assert np.all(norms[1:-1] == 0.0)
+    assert norms[0] > 0
+    assert norms[-1] > 0

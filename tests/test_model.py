@@ -54,7 +54,8 @@ def test_document_mask_isolates_documents():
     seg = jnp.array([[1, 1, 1, 2, 2, 2, 2, 2]])
     pos = jnp.array([[0, 1, 2, 0, 1, 2, 3, 4]])
     sens = _embedding_jacobian_norms(model, tokens, segment_ids_BxT=seg, positions_BxT=pos)
-    assert np.all(sens[3:, :3] == 0.0) and np.all(sens[:3, 3:] == 0.0)
+    assert np.all(sens[3:, :3] == 0.0)
+    assert np.all(sens[:3, 3:] == 0.0)
     # inside a document every earlier token matters (a mask that cut more would fail here)
     assert np.all(sens[3:, 3:][np.tril_indices(5)] > 1e-3)
     assert np.all(sens[:3, :3][np.tril_indices(3)] > 1e-3)
@@ -70,12 +71,15 @@ def test_observables_shapes_and_consistency():
     tokens = _tokens()
     plain = model(tokens)
     out = model(tokens, capture=Capture.all())
-    assert plain.layers is None and plain.embeddings is None
+    assert plain.layers is None
+    assert plain.embeddings is None
     np.testing.assert_allclose(out.logits, plain.logits, rtol=1e-6, atol=1e-6)
     assert len(out.layers) == 2
     obs = out.layers[0]
-    assert obs.attn_weights.shape == (2, 2, 8, 8) and obs.attn_logits.shape == (2, 2, 8, 8)
-    assert obs.head_values.shape == (2, 2, 8, 16) and obs.head_outputs.shape == (2, 2, 8, 16)
+    assert obs.attn_weights.shape == (2, 2, 8, 8)
+    assert obs.attn_logits.shape == (2, 2, 8, 8)
+    assert obs.head_values.shape == (2, 2, 8, 16)
+    assert obs.head_outputs.shape == (2, 2, 8, 16)
     assert obs.attn_out.shape == obs.mlp_out.shape == obs.residual.shape == (2, 8, 16)
     # per-head outputs add up (plus W_o's bias) to the attention block output
     bias = model.blocks[0].attn.out.bias[...]
@@ -130,7 +134,8 @@ def test_interventions():
 def test_removed_sublayers_have_no_parameters():
     cfg = dataclasses.replace(CFG, layers_without_attention=(0,), layers_without_mlp=(1,))
     model = GPT(cfg, rngs=nnx.Rngs(0))
-    assert model.blocks[0].attn is None and model.blocks[1].mlp is None
+    assert model.blocks[0].attn is None
+    assert model.blocks[1].mlp is None
     out = model(_tokens(), capture=Capture.all())
     assert out.layers[0].attn_weights is None
     np.testing.assert_array_equal(out.layers[0].attn_out, 0.0)
@@ -144,7 +149,8 @@ def test_torch_and_gpt2_init():
     kernel = np.asarray(torch.blocks[0].mlp.fc_in.kernel[...])
     bias = np.asarray(torch.blocks[0].mlp.fc_in.bias[...])
     bound = 1 / np.sqrt(128)
-    assert np.abs(kernel).max() <= bound and np.abs(bias).max() <= bound
+    assert np.abs(kernel).max() <= bound
+    assert np.abs(bias).max() <= bound
     assert abs(kernel.std() - bound / np.sqrt(3)) < 0.1 * bound  # uniform(-b, b)
     np.testing.assert_array_equal(torch.blocks[0].ln_attn.scale[...], 1.0)
     np.testing.assert_array_equal(torch.blocks[0].ln_attn.bias[...], 0.0)

@@ -73,7 +73,8 @@ def test_linear_uniform_influence_is_exact_and_ordered():
 def test_jacobian_bound_holds_on_random_instances():
     """§8: measured ≤ bound (0 violations) on a few instances."""
     out = jacobian_bound(SMALL)
-    assert out["violations"] == 0 and out["median_ratio"] >= 1.0
+    assert out["violations"] == 0
+    assert out["median_ratio"] >= 1.0
 
 
 def test_tiny_sink_slows_collapse():
@@ -88,7 +89,8 @@ def test_pure_stack_collapses_and_a_sink_leaves_mu_unchanged():
     """§0: without residual, μ falls with depth; a mass-a sink gives x_L = (1 − a)^L x_L(0)."""
     out = pure_attention(SMALL)
     med = np.median(out["mu_by_a_NxL"][0.0], axis=0)
-    assert np.all(np.diff(med) < 0) and med[-1] / med[0] < 0.1
+    assert np.all(np.diff(med) < 0)
+    assert med[-1] / med[0] < 0.1
     assert out["max_abs_diff_with_sink"] <= 1e-10
     w = toy.random_weights(jax.random.key(4), 8, 6)
     x = jax.random.normal(jax.random.key(5), (10, 8))
@@ -117,10 +119,12 @@ def test_sink_is_an_euler_step_of_size_one_minus_a():
 
 def test_median_ci_and_depth_to_reach():
     med, lo, hi = median_ci(np.array([1.0, 2.0, 3.0, 4.0, 100.0]), 500, seed=0)
-    assert med == 3.0 and 1.0 <= lo <= med <= hi <= 100.0
+    assert med == 3.0
+    assert 1.0 <= lo <= med <= hi <= 100.0
     again = median_ci(np.array([1.0, 2.0, 3.0, 4.0, 100.0]), 500, seed=0)
     assert (lo, hi) == (again[1], again[2])  # seeded
     med2, _, _ = median_ci(np.array([[1.0, np.nan], [2.0, np.inf], [3.0, 5.0]]), 50, seed=1)
-    assert med2[0] == 2.0 and med2[1] == np.inf  # non-finite counts as never reached
+    assert med2[0] == 2.0
+    assert med2[1] == np.inf  # non-finite counts as never reached
     assert depth_to_reach(np.array([1.0, 0.9, 0.7, 0.5]), 0.8) == pytest.approx(1.5)
     assert depth_to_reach(np.array([1.0, 0.9]), 0.8) == np.inf

@@ -17,16 +17,16 @@ from sinks_jax.tasks.corpus import BOS, EOS, PAD
 
 
 def _data(tmp_path, **kw) -> corpus.CorpusConfig:
-    base = dict(  # the quick preset's document lengths and window, fewer documents
-        source="synthetic_bb",
-        n_docs=1500,
-        doc_len_min=16,
-        doc_len_max=80,
-        seq_len=64,
-        batch_size=256,
-        eval_batch_size=8,
-        cache_dir=str(tmp_path / "cache"),
-    )
+    base = {  # the quick preset's document lengths and window, fewer documents
+        "source": "synthetic_bb",
+        "n_docs": 1500,
+        "doc_len_min": 16,
+        "doc_len_max": 80,
+        "seq_len": 64,
+        "batch_size": 256,
+        "eval_batch_size": 8,
+        "cache_dir": str(tmp_path / "cache"),
+    }
     return corpus.CorpusConfig(**{**base, **kw})
 
 
@@ -42,7 +42,8 @@ def test_bos_per_doc_masked_starts_every_segment_with_bos(tmp_path):
         x, seg, pos = b.inputs, b.segment_ids, b.positions
         assert (x[:, 0] == BOS).all()
         starts = np.concatenate([np.ones((len(x), 1), bool), np.diff(seg, axis=1) != 0], axis=1)
-        assert (x[starts] == BOS).all() and (pos[starts] == 0).all()
+        assert (x[starts] == BOS).all()
+        assert (pos[starts] == 0).all()
         assert ps.fragment_share(b) == 0.0
         # no loss on the next document's BOS; elsewhere only a fragment's first target is masked
         np.testing.assert_array_equal((b.loss_mask == 0)[:, 1:], (b.targets == BOS)[:, 1:])
@@ -69,14 +70,17 @@ def test_masked_fragment_is_the_window_shifted_behind_a_bos(tmp_path):
 
 def test_no_bos_eos_visibility_short_and_long_documents(tmp_path):
     short = _batch(_data(tmp_path), "no_bos")
-    assert ps.window_share(short) > 0.85 and ps.eos_visible_share(short) > 0.4
+    assert ps.window_share(short) > 0.85
+    assert ps.eos_visible_share(short) > 0.4
     long_cfg = ps.long_doc_config(
         ps.PackingSweepConfig(data=_data(tmp_path, n_docs=400), model=ps.lm_presets.SMALL)
     )
-    assert long_cfg.data.doc_len_min == 256 and long_cfg.data.packing == "no_bos"
+    assert long_cfg.data.doc_len_min == 256
+    assert long_cfg.data.packing == "no_bos"
     assert long_cfg.data.n_docs == round(400 * 48 / 288)  # as many corpus tokens
     long = _batch(long_cfg.data, "no_bos")
-    assert ps.window_share(long) < 0.4 and ps.eos_visible_share(long) < 0.2
+    assert ps.window_share(long) < 0.4
+    assert ps.eos_visible_share(long) < 0.2
 
 
 def test_eos_free_queries_and_uniform_baseline_by_hand():
@@ -104,7 +108,8 @@ def test_long_documents_filter_a_text_corpus(tmp_path):
     c = ps.long_doc_config(cfg)
     store = ps.long_doc_store(cfg, c)
     lengths = np.diff(store.offsets)
-    assert (lengths[store.train_docs] >= 100).all() and (lengths[store.val_docs] >= 100).all()
+    assert (lengths[store.train_docs] >= 100).all()
+    assert (lengths[store.val_docs] >= 100).all()
     too_long = dataclasses.replace(
         cfg, sweep=ps.PackingSweep(long_doc_len_min=10_000, long_doc_len_max=10_000)
     )
@@ -132,13 +137,17 @@ def test_undefined_claims_are_counted_apart_and_plain_claims_unchanged():
     undefined = claims.check_if(False, "no clear sink", "b", 0.1, ">=", 0.5)
     tested = claims.check_if(True, "no clear sink", "c", 0.1, ">=", 0.5)
     assert tested == claims.check("c", 0.1, ">=", 0.5)
-    assert undefined.passed is False and undefined.undefined == "no clear sink"
+    assert undefined.passed is False
+    assert undefined.undefined == "no clear sink"
     assert undefined.measured == 0.1
     cs = [ok, undefined, tested]
     assert sum(c.passed for c in cs) == 1  # the count in cli.py / experiments.all still works
     assert claims.counts(cs) == {"pass": 1, "fail": 1, "undefined": 1}
     as_json = json.loads(json.dumps(claims.to_jsonable(cs)))
     assert set(as_json[0]) == {"name", "paper_value", "measured", "threshold", "passed"}
-    assert as_json[1]["undefined"] == "no clear sink" and as_json[1]["passed"] is False
+    assert as_json[1]["undefined"] == "no clear sink"
+    assert as_json[1]["passed"] is False
     table = claims.format_table(cs)
-    assert "UNDEFINED" in table and "PASS" in table and "FAIL" in table
+    assert "UNDEFINED" in table
+    assert "PASS" in table
+    assert "FAIL" in table

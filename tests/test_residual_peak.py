@@ -40,9 +40,11 @@ def test_layer0_parts_sum_to_the_residual_and_shares_to_the_gap(changes):
 
 def test_a_removed_block_gives_a_zero_part():
     parts, _ = _parts_and_residual(dataclasses.replace(CFG, layers_without_mlp=(0,)))
-    assert np.all(np.asarray(parts["mlp"]) == 0) and np.any(np.asarray(parts["attention"]) != 0)
+    assert np.all(np.asarray(parts["mlp"]) == 0)
+    assert np.any(np.asarray(parts["attention"]) != 0)
     parts, _ = _parts_and_residual(dataclasses.replace(CFG, layers_without_attention=(0,)))
-    assert np.all(np.asarray(parts["attention"]) == 0) and np.any(np.asarray(parts["mlp"]) != 0)
+    assert np.all(np.asarray(parts["attention"]) == 0)
+    assert np.any(np.asarray(parts["mlp"]) != 0)
 
 
 def test_layer0_summary_is_plain_floats_and_zero_for_a_removed_mlp():
@@ -89,6 +91,8 @@ def test_growth_is_measured_between_growth_from_and_ablation_steps():
     )
     rows = [_row(0, 0.0, 0.0), _row(250, 3.0, -1.0), _row(500, 9.0, 9.0), _row(1000, 5.0, 1.5)]
     g = rp.growth(rp.BBRun(cfg, None, None, _Rows(rows)), cfg)
-    assert g["gap_change"] == 2.0 and g["mlp_share_change"] == 2.5
+    assert g["gap_change"] == 2.0
+    assert g["mlp_share_change"] == 2.5
     assert g["mlp_bos@1000"] / g["mlp_others@1000"] == 2.0
-    assert np.isnan(rp.ratio(1.0, 0.0)) and np.isnan(rp.ratio(1.0, -2.0))
+    assert np.isnan(rp.ratio(1.0, 0.0))
+    assert np.isnan(rp.ratio(1.0, -2.0))

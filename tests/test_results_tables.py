@@ -81,7 +81,8 @@ def test_render_counts_and_formats_every_claim(reference):
 def test_fmt_is_compact():
     assert results_tables.fmt(0.000123456) == "0.0001235"
     assert results_tables.fmt(123456.7) == "1.235e5"
-    assert results_tables.fmt(3) == "3" and results_tables.fmt(0.0) == "0"
+    assert results_tables.fmt(3) == "3"
+    assert results_tables.fmt(0.0) == "0"
     assert results_tables.fmt([1.0, 2.5, 3, 4, 5, 6, 7]) == "[1, 2.5, 3, 4, 5, 6, …]"
 
 
@@ -93,7 +94,9 @@ def test_check_and_write(reference, tmp_path, capsys):
 
     assert results_tables.main([*args, "--check"]) == 1
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "stale" in err and "--write" in err
+    assert len(err.strip().splitlines()) == 1
+    assert "stale" in err
+    assert "--write" in err
 
     assert results_tables.main([*args, "--write"]) == 0
     text = readme.read_text()
@@ -109,7 +112,8 @@ def test_check_and_write(reference, tmp_path, capsys):
     capsys.readouterr()
     assert results_tables.main([*args, "--check"]) == 1
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "0.9047" in err
+    assert len(err.strip().splitlines()) == 1
+    assert "0.9047" in err
 
     readme.write_text("no markers here\n")
     assert results_tables.main([*args, "--check"]) == 2
@@ -127,8 +131,11 @@ def test_add_run_copies_only_small_outputs(tmp_path):
     names = sorted(p.name for p in dest.iterdir())
     assert names == ["attention_no_trigger.png", "config.json", "env.json", "metrics.json"]
     env = json.loads((dest / "env.json").read_text())
-    assert env["seed"] == 0 and env["wall_time_s"] == 60.0 and env["source"] == str(run)
-    assert env["jax"] == "0.10.2" and env["argv"] == ["--seed", "0"]
+    assert env["seed"] == 0
+    assert env["wall_time_s"] == 60.0
+    assert env["source"] == str(run)
+    assert env["jax"] == "0.10.2"
+    assert env["argv"] == ["--seed", "0"]
 
     (run / "run.json").write_text(json.dumps({"status": "running"}))
     with pytest.raises(ValueError, match="not a complete run"):
@@ -140,17 +147,22 @@ def test_report_html_has_claims_figures_configs_and_environment(reference, tmp_p
     out = tmp_path / "pages" / "report.html"
     report_html.write(reference, out, embed=embed)
     page = out.read_text()
-    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert page.startswith("<!DOCTYPE html>")
+    assert page.rstrip().endswith("</html>")
     assert "2 passed / 4 claims / 1 undefined (1 failed) in 2 module(s)" in page
     assert "drain | ratio" in page
     assert 'UNDEFINED<span class="why">no clear sink</span>' in page
-    assert "<details><summary>config</summary>" in page and "&quot;steps&quot;: 10" in page
-    assert "3.11.7" in page and "0.12.8" in page and "platform" in page
+    assert "<details><summary>config</summary>" in page
+    assert "&quot;steps&quot;: 10" in page
+    assert "3.11.7" in page
+    assert "0.12.8" in page
+    assert "platform" in page
     if embed:
         assert 'src="data:image/png;base64,' in page
     else:
         assert 'src="../reference/alpha/quick/a.png"' in page
-    assert "a.png — alpha" in page and "no run: bigram_backcopy, " in page
+    assert "a.png — alpha" in page
+    assert "no run: bigram_backcopy, " in page
 
 
 def test_experiments_all_writes_report_html(tmp_path, monkeypatch):

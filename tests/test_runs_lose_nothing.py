@@ -89,7 +89,8 @@ def test_out_naming_the_current_folder_or_a_parent_moves_nothing(tmp_path, out):
     before = _tree(tmp_path)
     line = _one_line_error(_tiny("--out", out, cwd=repo))
     assert "current folder" in line or "--out is empty" in line
-    assert _tree(tmp_path) == before and not list(tmp_path.rglob("archive"))
+    assert _tree(tmp_path) == before
+    assert not list(tmp_path.rglob("archive"))
 
 
 def test_a_fresh_run_refuses_a_foreign_folder_and_archives_only_a_run_folder(tmp_path):
@@ -97,7 +98,8 @@ def test_a_fresh_run_refuses_a_foreign_folder_and_archives_only_a_run_folder(tmp
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
     line = _one_line_error(_tiny("--out", str(foreign)))
-    assert "not a sinks_jax run folder" in line and "notes.txt" in line
+    assert "not a sinks_jax run folder" in line
+    assert "notes.txt" in line
     assert _tree(foreign) == {"notes.txt": b"keep me"}
 
     out = tmp_path / "run"
@@ -114,7 +116,8 @@ def test_out_naming_a_file_or_a_path_under_a_file_is_one_line(tmp_path, kind):
     (tmp_path / "a_file").write_text("x")
     out = tmp_path / "a_file" if kind == "file" else tmp_path / "a_file" / "run"
     line = _one_line_error(_tiny("--out", str(out)))
-    assert "a_file" in line and (tmp_path / "a_file").read_text() == "x"
+    assert "a_file" in line
+    assert (tmp_path / "a_file").read_text() == "x"
 
 
 def test_an_unwritable_out_is_one_line():
@@ -127,8 +130,15 @@ def test_a_second_run_into_a_locked_folder_is_refused_and_a_dead_runs_lock_is_ta
 ):
     out, go = tmp_path / "run", tmp_path / "go"
     first = subprocess.Popen(
-        [sys.executable, "-m", "tests.tiny_experiment", "--out", str(out)]
-        + ["--set", f"wait_for={go}"],
+        [
+            sys.executable,
+            "-m",
+            "tests.tiny_experiment",
+            "--out",
+            str(out),
+            "--set",
+            f"wait_for={go}",
+        ],
         cwd=ROOT,
         env=ENV,
         stdout=subprocess.DEVNULL,
@@ -137,13 +147,16 @@ def test_a_second_run_into_a_locked_folder_is_refused_and_a_dead_runs_lock_is_ta
     try:
         deadline = time.monotonic() + 60
         while not (out / run_dir.LOCK).exists() or not (out / run_dir.LOCK).read_text():
-            assert time.monotonic() < deadline and first.poll() is None
+            assert time.monotonic() < deadline
+            assert first.poll() is None
             time.sleep(0.05)
         line = _one_line_error(_tiny("--out", str(out)))
-        assert f"pid {first.pid}" in line and "in use by another run" in line
+        assert f"pid {first.pid}" in line
+        assert "in use by another run" in line
         line = _one_line_error(_tiny("--out", str(out), "--resume"))
         assert f"pid {first.pid}" in line
-        assert not (out / "archive").exists() and not (out / "metrics.json").exists()
+        assert not (out / "archive").exists()
+        assert not (out / "metrics.json").exists()
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
@@ -164,7 +177,8 @@ def test_the_lock_is_exclusive_within_one_machine(tmp_path):
              f"run_dir.RunLock(__import__('pathlib').Path({str(tmp_path)!r})).acquire()"],
             capture_output=True, text=True, env=ENV, timeout=60,
         )  # fmt: skip
-        assert child.returncode != 0 and f"pid {os.getpid()}" in child.stderr
+        assert child.returncode != 0
+        assert f"pid {os.getpid()}" in child.stderr
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,7 +240,8 @@ def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, 
     _truncate_arrays(out / "checkpoints" / "20")
     proc = _tiny("--out", str(out), "--steps", "30", "--resume")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "checkpoint step 20" in proc.stdout and "damaged" in proc.stdout
+    assert "checkpoint step 20" in proc.stdout
+    assert "damaged" in proc.stdout
     assert "resumed from step 10" in proc.stdout
     assert _metrics(out)["params_sha256"] == uninterrupted_30["params_sha256"]
     (moved,) = (out / "checkpoints.damaged").iterdir()  # set aside, not deleted
@@ -269,7 +284,8 @@ def test_a_cosine_schedule_is_extended_only_when_asked(tmp_path):
     line = _one_line_error(_tiny("--out", str(out), "--resume", "--steps", "30", *cosine))
     assert "--extend-schedule" in line
     proc = _tiny("--out", str(out), "--resume", "--steps", "30", "--extend-schedule", *cosine)
-    assert proc.returncode == 0 and "resumed from step 20" in proc.stdout
+    assert proc.returncode == 0
+    assert "resumed from step 20" in proc.stdout
 
 
 def test_resume_without_the_log_is_refused_and_without_a_checkpoint_starts_clean(tmp_path):
@@ -277,7 +293,8 @@ def test_resume_without_the_log_is_refused_and_without_a_checkpoint_starts_clean
     assert _tiny("--out", str(out)).returncode == 0
     (out / "metrics.jsonl").rename(tmp_path / "log")
     line = _one_line_error(_tiny("--out", str(out), "--steps", "30", "--resume"))
-    assert "metrics.jsonl is missing" in line and "rerun without --resume" in line
+    assert "metrics.jsonl is missing" in line
+    assert "rerun without --resume" in line
 
     (tmp_path / "log").rename(out / "metrics.jsonl")
     with (out / "metrics.jsonl").open("a") as f:
@@ -285,11 +302,11 @@ def test_resume_without_the_log_is_refused_and_without_a_checkpoint_starts_clean
     for step_dir in (out / "checkpoints").iterdir():
         step_dir.rename(tmp_path / f"ckpt-{step_dir.name}")
     proc = _tiny("--out", str(out), "--resume")
-    assert proc.returncode == 0 and "no checkpoint" in proc.stdout
+    assert proc.returncode == 0
+    assert "no checkpoint" in proc.stdout
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert (
-        max(r["step"] for r in rows) == 20 and "Infinity" not in (out / "metrics.jsonl").read_text()
-    )
+    assert max(r["step"] for r in rows) == 20
+    assert "Infinity" not in (out / "metrics.jsonl").read_text()
     json.loads((out / "metrics.json").read_text(), parse_constant=pytest.fail)  # standard JSON
 
 
@@ -385,7 +402,8 @@ def test_invalid_overrides_are_one_line_naming_the_field_and_write_nothing(capsy
             argv += ["--set", item]
         code, err = _main_in(folder, argv, capsys)
         assert code == 2
-        assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+        assert len(err.strip().splitlines()) == 1
+        assert err.startswith("error: ")
         assert field in err
         assert list(folder.iterdir()) == []
 
@@ -474,7 +492,8 @@ def test_a_bad_input_found_during_a_fresh_run_puts_the_previous_run_back(tmp_pat
 
     exp = cli.Experiment("tiny", "", tiny_experiment.PRESETS, needs_data)
     assert cli.main(exp, ["--out", str(out)]) == 2
-    assert _tree(out) == before and not (out / "archive").exists()
+    assert _tree(out) == before
+    assert not (out / "archive").exists()
 
 
 def _tiny_train(out: Path, resume=False, **kw):
@@ -503,9 +522,10 @@ def test_a_refused_resume_sets_nothing_aside(tmp_path):
     _tiny_train(out)
     _truncate_arrays(out / "checkpoints" / "20")
     (out / "metrics.jsonl").unlink()
-    with pytest.raises(DataError, match="metrics.jsonl is missing"):
+    with pytest.raises(DataError, match=r"metrics\.jsonl is missing"):
         _tiny_train(out, resume=True)
-    assert (out / "checkpoints" / "20").is_dir() and not (out / "checkpoints.damaged").exists()
+    assert (out / "checkpoints" / "20").is_dir()
+    assert not (out / "checkpoints.damaged").exists()
 
 
 def test_resume_on_other_data_is_refused(tmp_path):
@@ -539,4 +559,6 @@ def test_derived_run_configs_are_checked_before_any_training():
 def test_unusable_out_paths_are_one_line(tmp_path, out, capsys):
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
     code, err = _main_in(tmp_path, ["--out", out], capsys)
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "--out" in err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "--out" in err

@@ -29,20 +29,25 @@ def test_trigger_target_is_the_mean_of_the_preceding_content_and_zero_elsewhere(
     cfg = av.TriggerQueryConfig(seq_len=10, d_x=3)
     b = av.sample_trigger_query(cfg, jax.random.key(0), 64)
     f, y = np.asarray(b.features), np.asarray(b.targets)
-    assert f.shape == (64, 11, 7) and y.shape == (64, 11, 3)
+    assert f.shape == (64, 11, 7)
+    assert y.shape == (64, 11, 3)
     np.testing.assert_array_equal(f[:, :, 3:6].sum(-1), 1.0)  # one indicator per token
     np.testing.assert_array_equal(np.asarray(b.target_mask), 1.0)  # every position supervised
     has, query = np.asarray(b.has_trigger), np.asarray(b.query)
-    assert 0 < has.mean() < 1 and query.min() >= 2 and query.max() <= 10
+    assert 0 < has.mean() < 1
+    assert query.min() >= 2
+    assert query.max() <= 10
     for i in range(64):
         p = query[i]
         trigger = f[i, :, 3 + av.SEP] > 0
         if has[i]:
-            assert np.flatnonzero(trigger).tolist() == [p] and (f[i, p, :3] == 0).all()
+            assert np.flatnonzero(trigger).tolist() == [p]
+            assert (f[i, p, :3] == 0).all()
             np.testing.assert_allclose(y[i, p], f[i, 1:p, :3].mean(0), rtol=1e-5, atol=1e-6)
             others = np.delete(y[i], p, axis=0)
         else:
-            assert not trigger.any() and f[i, p, 3 + av.CONTENT] == 1
+            assert not trigger.any()
+            assert f[i, p, 3 + av.CONTENT] == 1
             others = y[i]
         assert (others == 0).all()
 
@@ -129,7 +134,8 @@ def _short_run(tmp_path, tiny: bool):
         ("dense", "relu"),
     ]
     trig = out["results"][4]
-    assert trig["trigger_blind_baseline"] == 0.5 and trig["final_rel_mse_all_positions"] > 0
+    assert trig["trigger_blind_baseline"] == 0.5
+    assert trig["final_rel_mse_all_positions"] > 0
     assert (tmp_path / "sink_free_averaging.png").exists()
 
 

@@ -64,7 +64,8 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     half = _run(_with(TINY, steps=10), tmp_path / "split")
     assert int(half.state.step) == 10
     resumed = _run(TINY, tmp_path / "split", resume=True)
-    assert resumed.resumed_from == 10 and int(resumed.state.step) == 20
+    assert resumed.resumed_from == 10
+    assert int(resumed.state.step) == 20
     for a, b in zip(_leaves(full.state.params), _leaves(resumed.state.params), strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -81,7 +82,8 @@ def test_fresh_run_archives_previous_results(tmp_path):
     _run(TINY, tmp_path / "run")
     _run(TINY, tmp_path / "run")
     archived = list((tmp_path / "run" / "archive").iterdir())
-    assert len(archived) == 1 and (archived[0] / "metrics.jsonl").exists()
+    assert len(archived) == 1
+    assert (archived[0] / "metrics.jsonl").exists()
 
 
 DIVERGING = _with(
@@ -118,7 +120,7 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
 
 
 def test_the_last_good_checkpoint_has_finite_parameters_and_loss(tmp_path):
-    bad, _ = _diverge(tmp_path / "nan")
+    _diverge(tmp_path / "nan")
     task = make_task(DIVERGING.data, DIVERGING.seed)
     graphdef, state = init_state(
         GPT(TINY.model, rngs=nnx.Rngs(0)), make_optimizer(DIVERGING.optim, 1), 0
@@ -133,7 +135,12 @@ def test_the_last_good_checkpoint_has_finite_parameters_and_loss(tmp_path):
 
 def test_eval_schedule():
     s = eval_schedule(1000, 50)
-    assert s[0] == 0 and s[-1] == 1000 and 50 in s and 950 in s and 1 in s and 10 in s
+    assert s[0] == 0
+    assert s[-1] == 1000
+    assert 50 in s
+    assert 950 in s
+    assert 1 in s
+    assert 10 in s
 
 
 def test_data_parallel_matches_single_device(tmp_path):
@@ -166,7 +173,8 @@ def test_data_parallel_matches_single_device(tmp_path):
         cwd=ROOT,
         timeout=300,
     )
-    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ok" in proc.stdout, proc.stderr[-3000:]
 
 
 def _sink_forms(batch_size: int, lr: float, steps: int) -> None:
@@ -209,5 +217,5 @@ def test_microbatches_match_one_full_batch_step():
     accumulated = _run(_with(sgd, steps=3, microbatches=4))
     for a, b in zip(_leaves(full.state.params), _leaves(accumulated.state.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    with pytest.raises(ConfigError, match="train.microbatches"):
+    with pytest.raises(ConfigError, match=r"train\.microbatches"):
         _run(_with(sgd, microbatches=3))

@@ -67,7 +67,8 @@ def test_attention_targets_split_the_mass_into_bos_self_previous_and_other():
     np.testing.assert_allclose(sum(split[k] for k in td.TARGETS), 1.0, rtol=1e-5)
     prev_only = jnp.broadcast_to(jnp.eye(t, k=-1).at[0, 0].set(1.0), (2, 1, t, t))
     split = td.attention_targets(prev_only, jnp.ones((2, t), bool))
-    assert float(split["prev"][0]) == 1.0 and float(split["bos"][0]) == 0.0
+    assert float(split["prev"][0]) == 1.0
+    assert float(split["bos"][0]) == 0.0
     # query selection: only t = 3 (the bos/self/prev keys of t < 2 overlap and are excluded)
     bos_at_3 = prev_only.at[:, :, 3].set(jnp.eye(t)[0])
     split = td.attention_targets(bos_at_3, jnp.zeros((2, t), bool).at[:, 3].set(True))
@@ -104,10 +105,12 @@ def test_relative_claim_compares_domain_b_with_the_heads_own_sink_on_a_non_trigg
     layer, head = td.active_head(final)
     assert (layer, head) == (1, 0)
     stats = td.head_stats(final, layer, head)
-    assert stats["bos_a_non_trigger"] == 0.66 and stats["bos_b"] == 0.62
+    assert stats["bos_a_non_trigger"] == 0.66
+    assert stats["bos_b"] == 0.62
     rel = {c.name: c for c in td.dormancy_claims("m", stats, "relative")}
     ratio = rel["m_head_bos_attn_domain_b_over_domain_a_non_trigger"]
-    assert ratio.passed and ratio.measured == pytest.approx(0.62 / 0.66)
+    assert ratio.passed
+    assert ratio.measured == pytest.approx(0.62 / 0.66)
     assert ratio.threshold == ">= 0.9"
     assert rel["m_head_bos_attn_domain_b_trigger_chars_over_domain_a_non_trigger"].passed
     assert rel["m_head_bos_attn_domain_a_non_trigger"].passed  # the A-side sink is real (>= 0.5)

@@ -53,11 +53,12 @@ class AttentionVariant(nnx.Module):
     def logits(
         self, q_BxTxHxK: jax.Array, k_BxSxHxK: jax.Array, positions_BxT: jax.Array
     ) -> jax.Array:
-        """score[b, h, t, s] = q_t · k_s / sqrt(d_head), in float32 (float64 if the inputs are)."""
+        """score[b, h, t, s] = q_t · k_s / sqrt(d_head), in float32 (float64 if the inputs are;
+        bf16 inputs are multiplied in bf16 with float32 accumulation)."""
         del positions_BxT  # content-only scores; see `AlibiAttention` for a position bias
         dtype = jnp.promote_types(q_BxTxHxK.dtype, jnp.float32)
-        q, k = q_BxTxHxK.astype(dtype), k_BxSxHxK.astype(dtype)
-        return jnp.einsum("bthk,bshk->bhts", q, k) / jnp.sqrt(jnp.asarray(self.d_head, dtype))
+        scores = jnp.einsum("bthk,bshk->bhts", q_BxTxHxK, k_BxSxHxK, preferred_element_type=dtype)
+        return scores / jnp.sqrt(jnp.asarray(self.d_head, dtype))
 
     def weights(self, logits_BxHxTxS: jax.Array, mask_BxTxS: jax.Array) -> jax.Array:
         raise NotImplementedError

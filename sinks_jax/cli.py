@@ -31,7 +31,7 @@ import jax
 
 from sinks_jax import claims as claims_lib
 from sinks_jax import run_dir
-from sinks_jax.config import apply_overrides, field_paths, to_dict
+from sinks_jax.config import apply_overrides, field_paths, leaf_defaults, to_dict
 from sinks_jax.errors import ConfigError, SinksJaxError
 
 
@@ -194,6 +194,7 @@ def _run(exp: Experiment, args: argparse.Namespace, argv: list[str] | None) -> i
             to_dict(cfg),
             where=Path(out_dir),
             extend_schedule=args.extend_schedule,
+            defaults=leaf_defaults(type(cfg)),
         )
 
     with run_dir.open_run(

@@ -24,6 +24,7 @@ NORMS = ("pre", "post", "none")  # "none": no LayerNorm in the blocks
 ACTIVATIONS = ("relu", "gelu")
 DECAY_PARAMS = ("all", "matrices")  # which parameters weight decay applies to
 INITS = ("torch", "gpt2")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("constant", "cosine")
 
@@ -60,6 +61,13 @@ class ModelConfig:
     layers_without_attention: tuple[int, ...] = ()
     layers_without_mlp: tuple[int, ...] = ()
     rope_base: float = 10000.0
+    # Precision policy: "bfloat16" runs the matmuls in bf16 (float32 accumulation) while the
+    # parameters, optimiser state, LayerNorm, attention softmax, residual stream and loss stay in
+    # float32; "float32" (the default, and what every CPU preset uses) computes everything in fp32.
+    compute_dtype: str = "float32"
+    # Softmax attention through `jax.nn.dot_product_attention` (cuDNN flash attention on a GPU)
+    # wherever nothing inside the attention is captured or edited; the explicit path otherwise.
+    fused_attention: bool = False
 
     def __post_init__(self) -> None:
         from sinks_jax.attention import ATTENTION_VARIANTS  # local: avoids an import cycle
@@ -87,6 +95,12 @@ class ModelConfig:
             str(ACTIVATIONS),
         )
         require(self.init in INITS, "model.init", self.init, str(INITS))
+        require(
+            self.compute_dtype in COMPUTE_DTYPES,
+            "model.compute_dtype",
+            self.compute_dtype,
+            str(COMPUTE_DTYPES),
+        )
         if self.positions == "rope":
             require(
                 (self.d_model // self.n_heads) % 2 == 0,
@@ -266,6 +280,16 @@ def field_paths(cls: type, prefix: str = "") -> list[tuple[str, str, Any]]:
         else:
             rows.append((prefix + field.name, _type_name(hint), field.default))
     return rows
+
+
+def leaf_defaults(cls: type) -> dict[str, Any]:
+    """{dotted path: the field's default, as JSON would hold it} for every leaf of `cls`: what a
+    config saved before a field was added means by its absence (the behaviour it had)."""
+    return {
+        path: json.loads(json.dumps(default))
+        for path, _, default in field_paths(cls)
+        if default is not dataclasses.MISSING
+    }
 
 
 def _type_name(hint: Any) -> str:

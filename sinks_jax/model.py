@@ -24,7 +24,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from sinks_jax.attention import ATTENTION_VARIANTS, causal_mask, document_mask, with_virtual_keys
+from sinks_jax.attention import (
+    ATTENTION_VARIANTS,
+    SoftmaxAttention,
+    causal_mask,
+    document_mask,
+    with_virtual_keys,
+)
 from sinks_jax.config import ModelConfig
 
 _T = TypeVar("_T")
@@ -72,6 +78,7 @@ SITES = {
     "mlp_out": "[B,T,D] MLP block output",
     "residual": "[B,T,D] residual stream after the block",
 }
+INNER_ATTENTION_SITES = ("attn_logits", "attn_weights", "head_values", "head_outputs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,8 +253,21 @@ def _dense(cfg: ModelConfig, d_in: int, d_out: int, rngs: nnx.Rngs, bias: bool |
     else:
         kernel_init, bias_init = nnx.initializers.normal(0.02), nnx.initializers.zeros_init()
     return nnx.Linear(
-        d_in, d_out, use_bias=use_bias, kernel_init=kernel_init, bias_init=bias_init, rngs=rngs
+        d_in,
+        d_out,
+        use_bias=use_bias,
+        kernel_init=kernel_init,
+        bias_init=bias_init,
+        dtype=matmul_dtype(cfg),
+        rngs=rngs,
     )
+
+
+def matmul_dtype(cfg: ModelConfig) -> jnp.dtype | None:
+    """The dtype the dense layers compute in: bf16 under `compute_dtype='bfloat16'`, else None
+    (the inputs' and parameters' own dtype: float32, or float64 in the theory checks). Parameters
+    are float32 either way."""
+    return jnp.dtype(jnp.bfloat16) if cfg.compute_dtype == "bfloat16" else None
 
 
 def _embed(cfg: ModelConfig, n: int, rngs: nnx.Rngs) -> nnx.Embed:
@@ -296,6 +316,16 @@ class MultiHeadAttention(nnx.Module):
         self.out = _dense(cfg, h * k, d, rngs)
         self.variant = ATTENTION_VARIANTS[cfg.attention](h, k, rngs=rngs)
 
+    def fused(self, capture: Capture, interventions: Interventions, layer: int) -> bool:
+        """Whether this call may use the fused kernel: `model.fused_attention`, plain softmax,
+        and nothing inside the attention captured or edited."""
+        return (
+            self.cfg.fused_attention
+            and type(self.variant) is SoftmaxAttention
+            and not (capture.attention or capture.values or capture.head_outputs)
+            and not any(interventions.edits_at(site, layer) for site in INNER_ATTENTION_SITES)
+        )
+
     def __call__(
         self,
         x_BxTxD,
@@ -319,17 +349,38 @@ class MultiHeadAttention(nnx.Module):
         v_BxSxHxK = edit("head_values", v_BxSxHxK)
         mask_BxTxS = with_virtual_keys(mask_BxTxT, self.variant.n_virtual)
 
+        obs = LayerObservables()
+        if self.fused(capture, interventions, layer):  # same result, no [T, S] weights kept
+            ctx_BxTxHxK = jax.nn.dot_product_attention(
+                q_BxTxHxK,
+                k_BxSxHxK,
+                v_BxSxHxK,
+                mask=mask_BxTxS[:, None],
+                scale=1.0 / math.sqrt(cfg.d_head),
+            )
+            out_BxTxD = self.out(ctx_BxTxHxK.reshape(b, t, -1).astype(x_BxTxD.dtype))
+            return out_BxTxD, obs
+
         logits_BxHxTxS = edit(
             "attn_logits", self.variant.logits(q_BxTxHxK, k_BxSxHxK, positions_BxT)
         )
         att_BxHxTxS = edit("attn_weights", self.variant.weights(logits_BxHxTxS, mask_BxTxS))
 
-        v_dtype = jnp.promote_types(v_BxSxHxK.dtype, jnp.float32)
-        ctx_BxTxHxK = jnp.einsum("bhts,bshk->bthk", att_BxHxTxS, v_BxSxHxK.astype(v_dtype))
+        # A·V: in bf16 with float32 accumulation under the bf16 policy, else in float32 (or
+        # float64); the weights themselves are always computed in float32 or wider.
+        if cfg.compute_dtype == "bfloat16":
+            av_dtype = v_BxSxHxK.dtype
+        else:
+            av_dtype = jnp.promote_types(v_BxSxHxK.dtype, jnp.float32)
+        ctx_BxTxHxK = jnp.einsum(
+            "bhts,bshk->bthk",
+            att_BxHxTxS.astype(av_dtype),
+            v_BxSxHxK.astype(av_dtype),
+            preferred_element_type=jnp.promote_types(av_dtype, jnp.float32),
+        )
         ctx_BxTxHxK = edit("head_outputs", ctx_BxTxHxK)
         out_BxTxD = self.out(ctx_BxTxHxK.reshape(b, t, -1).astype(x_BxTxD.dtype))
 
-        obs = LayerObservables()
         if capture.attention:
             obs = obs.replace(attn_logits=logits_BxHxTxS, attn_weights=att_BxHxTxS)
         if capture.values or capture.head_outputs:
@@ -442,6 +493,8 @@ class DecoderTrunk(nnx.Module):
 
     @staticmethod
     def output(out, layers, embeddings, capture: Capture) -> ModelOutput:
+        if out.dtype == jnp.bfloat16:  # bf16 policy: logits / readouts (and the loss) in fp32
+            out = out.astype(jnp.float32)
         if not capture.any:
             return ModelOutput(logits=out)
         return ModelOutput(

@@ -262,34 +262,27 @@ def diff_summary(old: str, new: str) -> str:
 # Is the reference still the code's preset?
 
 
-def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def stale(root: str | Path = REFERENCE, preset: str = "quick") -> dict[str, list[str]]:
     """{module: differences} between each reference run's config and the module's current preset
     (at the run's seed); an empty list where they agree. Imports every module (seconds)."""
     import importlib
 
     from experiments.all import MODULES, short_name
-    from sinks_jax.config import apply_overrides, to_dict
+    from sinks_jax.config import apply_overrides, leaf_defaults, to_dict
+    from sinks_jax.run_dir import flatten
 
     modules = {short_name(m): m for m in MODULES}
     out = {}
     for name, entry in load_reference(root, preset).items():
-        have = _flat(entry["metrics"].get("config", {}))
+        have = flatten(entry["metrics"].get("config", {}))
         try:
             exp = importlib.import_module(modules[name]).EXPERIMENT
             cfg = exp.presets[preset]
             if "seed" in have:
                 cfg = apply_overrides(cfg, [f"seed={have['seed']}"])
-            want = _flat(json.loads(json.dumps(to_dict(cfg))))
+            want = flatten(json.loads(json.dumps(to_dict(cfg))))
+            # a field added to the code since the run counts as its default (its old behaviour)
+            have = {k: v for k, v in leaf_defaults(type(cfg)).items() if k in want} | have
         except Exception as err:  # reported per module
             out[name] = [f"cannot build the current preset: {type(err).__name__}: {err}"]
             continue

@@ -380,11 +380,15 @@ def check_resume_config(
     *,
     where: Path,
     extend_schedule: bool = False,
+    defaults: Mapping[str, Any] | None = None,
 ) -> None:
     """ConfigError (one line, naming every differing field) unless `requested` continues
     `saved`: only `train.steps` may grow, and under a cosine schedule only with
-    `extend_schedule` (its horizon is part of the config: extending it is a new schedule)."""
-    old, new = flatten(saved), flatten(requested)
+    `extend_schedule` (its horizon is part of the config: extending it is a new schedule).
+    `defaults` (flat path -> value, `config.leaf_defaults`) stand in for the fields `saved` lacks
+    (added to the code after it was written)."""
+    new = flatten(requested)
+    old = {k: v for k, v in (defaults or {}).items() if k in new} | flatten(saved)
     differ = [
         f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}"
         for k in sorted(set(old) | set(new))

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from sinks_jax import run_dir, sharding
 from sinks_jax.batch import Batch
 from sinks_jax.checkpoint import Checkpointer
-from sinks_jax.config import OptimConfig, TaskConfig, require, to_dict
+from sinks_jax.config import OptimConfig, TaskConfig, leaf_defaults, require, to_dict
 from sinks_jax.errors import ConfigError, DataError, TrainingDivergedError
 
 
@@ -345,7 +345,11 @@ def train(
 
 def _check_resume(cfg: Any, saved: dict[str, Any], resume: Any, where: Path) -> None:
     run_dir.check_resume_config(
-        saved, to_dict(cfg), where=where, extend_schedule=run_dir.extends_schedule(resume)
+        saved,
+        to_dict(cfg),
+        where=where,
+        extend_schedule=run_dir.extends_schedule(resume),
+        defaults=leaf_defaults(type(cfg)),
     )
 
 

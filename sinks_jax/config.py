@@ -68,6 +68,11 @@ class ModelConfig:
     # Softmax attention through `jax.nn.dot_product_attention` (cuDNN flash attention on a GPU)
     # wherever nothing inside the attention is captured or edited; the explicit path otherwise.
     fused_attention: bool = False
+    # Deep models: the blocks' parameters stacked on a leading layer axis and run by one scanned
+    # block (compile time independent of depth; identical layers only, no interventions), and
+    # `remat` to recompute each block's activations in the backward pass instead of storing them.
+    scan_layers: bool = False
+    remat: bool = False
 
     def __post_init__(self) -> None:
         from sinks_jax.attention import ATTENTION_VARIANTS  # local: avoids an import cycle
@@ -108,6 +113,12 @@ class ModelConfig:
                 self.positions,
                 "'rope' only with an even head dimension",
             )
+        require(
+            not (self.scan_layers and (self.layers_without_attention or self.layers_without_mlp)),
+            "model.scan_layers",
+            self.scan_layers,
+            "False when layers differ (layers_without_attention / layers_without_mlp)",
+        )
         for name in ("layers_without_attention", "layers_without_mlp"):
             for layer in getattr(self, name):
                 require(

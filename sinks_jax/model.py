@@ -460,13 +460,23 @@ class DecoderTrunk(nnx.Module):
     """What every model here shares: positions added to the input embedding, the block loop, the
     final norm and the packaging of observables. Subclasses embed their inputs and read out; the
     trunk's parameters live on the subclass (`blocks`, `ln_final`), so checkpoints keep their
-    paths. A layer scan or remat would go in `run_trunk`."""
+    paths. With `model.scan_layers`, `blocks` is one `Block` whose parameters carry a leading
+    layer axis (`copy_parameters` moves weights between a scanned and an unrolled model)."""
 
     cfg: ModelConfig
     pos_embed: nnx.Embed | None = None
 
     def init_trunk(self, cfg: ModelConfig, rngs: nnx.Rngs) -> None:
-        self.blocks = nnx.List([Block(cfg, i, rngs=rngs) for i in range(cfg.n_layers)])
+        if cfg.scan_layers:
+
+            @nnx.split_rngs(splits=cfg.n_layers)
+            @nnx.vmap(in_axes=(0,), out_axes=0)
+            def stacked_blocks(rngs: nnx.Rngs) -> Block:
+                return Block(cfg, 0, rngs=rngs)
+
+            self.blocks: Block | nnx.List[Block] = stacked_blocks(rngs)
+        else:
+            self.blocks = nnx.List([Block(cfg, i, rngs=rngs) for i in range(cfg.n_layers)])
         self.ln_final = _layer_norm(cfg, rngs) if cfg.final_norm else None
 
     def run_trunk(
@@ -483,10 +493,34 @@ class DecoderTrunk(nnx.Module):
         elif self.cfg.positions == "sinusoidal":
             x_BxTxD = x_BxTxD + sinusoidal_positions(positions_BxT, self.cfg.d_model)
         embeddings_BxTxD = x_BxTxD
-        layers = []
-        for i, block in enumerate(self.blocks):
-            x_BxTxD, obs = block(x_BxTxD, mask_BxTxT, positions_BxT, capture.at(i), interventions)
-            layers.append(obs)
+
+        def run_block(block: Block, x_BxTxD: jax.Array, capture: Capture):
+            return block(x_BxTxD, mask_BxTxT, positions_BxT, capture, interventions)
+
+        if self.cfg.remat:
+            run_block = nnx.remat(run_block, static_argnums=(2,))
+        if self.cfg.scan_layers:
+            if interventions != Interventions() or capture.layers is not None:
+                raise ValueError(
+                    "model.scan_layers runs every layer alike: interventions and "
+                    "Capture(layers=...) need the unrolled model (scan_layers=False; "
+                    "model.copy_parameters moves the weights over)"
+                )
+
+            @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0))
+            def scan_body(x_BxTxD: jax.Array, block: Block):
+                return run_block(block, x_BxTxD, capture)
+
+            assert isinstance(self.blocks, Block)  # one block, parameters stacked over layers
+            x_BxTxD, stacked = scan_body(x_BxTxD, self.blocks)
+            n = self.cfg.n_layers
+            layers = [jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(n)]
+        else:
+            assert isinstance(self.blocks, nnx.List)
+            layers = []
+            for i, block in enumerate(self.blocks):
+                x_BxTxD, obs = run_block(block, x_BxTxD, capture.at(i))
+                layers.append(obs)
         if self.ln_final is not None:
             x_BxTxD = self.ln_final(x_BxTxD)
         return x_BxTxD, tuple(layers), embeddings_BxTxD
@@ -500,6 +534,22 @@ class DecoderTrunk(nnx.Module):
         return ModelOutput(
             logits=out, layers=layers, embeddings=embeddings if capture.residual else None
         )
+
+
+def copy_parameters(source: DecoderTrunk, target: DecoderTrunk) -> None:
+    """Copy `source`'s parameters into `target` (same shapes), stacking or unstacking the blocks
+    when one of the two scans its layers: train with `scan_layers`, analyse layer by layer."""
+    params = nnx.to_pure_dict(nnx.state(source, nnx.Param))
+    n = source.cfg.n_layers
+    if source.cfg.scan_layers and not target.cfg.scan_layers:
+        stacked = params["blocks"]
+        params["blocks"] = {i: jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(n)}
+    elif target.cfg.scan_layers and not source.cfg.scan_layers:
+        layers = [params["blocks"][i] for i in range(n)]
+        params["blocks"] = jax.tree.map(lambda *a: jnp.stack(a), *layers)
+    state = nnx.state(target, nnx.Param)
+    nnx.replace_by_pure_dict(state, params)
+    nnx.update(target, state)
 
 
 class GPT(DecoderTrunk):

@@ -131,6 +131,13 @@ def build_parser(exp: Experiment) -> argparse.ArgumentParser:
         help="override any config field, e.g. --set model.n_layers=3 (repeatable)",
     )
     parser.add_argument("--pdf", action="store_true", help="also save figures as PDF")
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize() first, for a multi-host GPU/TPU cluster (SLURM and "
+        "TPU pods are detected; else set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+        "JAX_PROCESS_ID); see the README's 'Many devices' section",
+    )
     return parser
 
 
@@ -155,6 +162,8 @@ def resolve_config(exp: Experiment, args: argparse.Namespace) -> Any:
 
 def main(exp: Experiment, argv: list[str] | None = None) -> int:
     args = build_parser(exp).parse_args(argv)
+    if args.distributed:
+        jax.distributed.initialize()  # before any computation; every process runs this command
     try:
         return _run(exp, args, argv)
     except SinksJaxError as err:

@@ -178,6 +178,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     progress: bool = True
     devices: int = 0  # data-parallel devices; 0 = all local devices that divide the batch
+    fsdp: bool = False  # shard parameters and optimiser state over the devices (else replicated)
     microbatches: int = 1  # gradient accumulation: the batch is split into this many parts
 
     def __post_init__(self) -> None:

@@ -361,6 +361,10 @@ RESUMABLE_FIELDS = (
     "train.progress",
     "train.checkpoint_every",
     "train.keep_checkpoints",
+    # placement only: a checkpoint restores onto any device count, sharded or replicated (the
+    # numbers then differ from an uninterrupted run by reduction order only)
+    "train.devices",
+    "train.fsdp",
 )
 
 

@@ -369,7 +369,7 @@ def _train(
     optimizer = make_optimizer(cfg.optim, tc.steps)
     graphdef, state = init_state(model_factory(nnx.Rngs(cfg.seed)), optimizer, cfg.seed)
     mesh = sharding.make_mesh(tc.devices, cfg.data.batch_size)
-    state = sharding.replicate(state, mesh)
+    state = sharding.place_state(state, mesh, tc.fsdp)
 
     jsonl = None if out is None else out / "metrics.jsonl"
     ckpt = None

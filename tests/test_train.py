@@ -177,6 +177,59 @@ def test_data_parallel_matches_single_device(tmp_path):
     assert "ok" in proc.stdout, proc.stderr[-3000:]
 
 
+def test_fsdp_matches_single_device_and_resumes_on_another_device_count(tmp_path):
+    """Fully sharded parameters and optimiser state (train.fsdp) on 8 forced host devices give
+    the parameters of one device (SGD: reduction-order rounding only, as above); a checkpoint
+    saved sharded over 8 devices resumes sharded over 2 and replicated on 1 device."""
+    script = textwrap.dedent(f"""
+        import dataclasses, numpy as np, jax
+        from tests.test_train import TINY, _run, _leaves, _with
+        from sinks_jax.config import OptimConfig
+        assert len(jax.devices()) == 8, jax.devices()
+        sgd = dataclasses.replace(TINY, optim=OptimConfig(name="sgd", lr=0.1))
+        one = _run(_with(sgd, devices=1))
+        def close(a, b):
+            for x, y in zip(_leaves(a.state.params), _leaves(b.state.params), strict=True):
+                np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+        full = _run(_with(sgd, devices=8, fsdp=True))
+        specs = {{str(x.sharding.spec) for x in jax.tree.leaves(full.state.params)}}
+        assert "P('data',)" in specs and "P(None, 'data')" in specs, specs
+        close(full, one)
+        out = {str(tmp_path / "run")!r}
+        half = _run(_with(sgd, devices=8, fsdp=True, steps=10), out)
+        for devices, fsdp in ((2, True), (1, False)):
+            resumed = _run(_with(sgd, devices=devices, fsdp=fsdp), out, resume=True)
+            assert resumed.resumed_from == 10, resumed.resumed_from
+            close(resumed, one)
+            half = _run(_with(sgd, devices=8, fsdp=True, steps=10), out)  # a fresh half run
+        # The multi-host placement (each process fills its own shards) places what device_put does.
+        from sinks_jax import sharding
+        mesh = sharding.make_mesh(8)
+        state = jax.device_get(full.state)
+        specs = jax.tree.map(lambda x: sharding.fsdp_sharding(x, mesh), state)
+        for x, y in zip(jax.tree.leaves(sharding.put(state, specs, via_callback=True)),
+                        jax.tree.leaves(jax.device_put(state, specs)), strict=True):
+            assert x.sharding == y.sharding
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+        print("ok")
+    """)
+    env = {
+        **os.environ,
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8",
+        "JAX_PLATFORMS": "cpu",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ok" in proc.stdout, proc.stderr[-3000:]
+
+
 def _sink_forms(batch_size: int, lr: float, steps: int) -> None:
     """A Bigram-Backcopy run in which the dormant head's BOS sink and the copy form."""
     cfg = BBConfig(

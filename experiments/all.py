@@ -3,12 +3,18 @@
     python -m experiments.all --preset quick            # every module, CPU presets
     python -m experiments.all --only lm_sinks,over_mixing
     python -m experiments.all --list
+    python -m experiments.all --preset gpu --jobs 3   # three module processes at a time
 
 Each module runs in its own process (as `python -m <module> --preset P --out DIR/<name>`), so one
 failure does not stop the others. A module without the preset (e.g. `text`, which only the
 small-GPT modules have) is skipped. At the end the claims of every module are summarised in
 `DIR/summary.md` (default DIR: results/all/<preset>), and `DIR/report.html` shows every claim,
 figure, config, wall time and the environment on one page (`sinks_jax.report_html`).
+
+`--jobs N` runs N module processes at a time (for many cores or a large GPU); each then writes
+its output to `DIR/<module>.log`, and on a GPU takes at most 1/N of its memory
+(`XLA_PYTHON_CLIENT_PREALLOCATE=false`, `XLA_PYTHON_CLIENT_MEM_FRACTION`). On 2 CPU cores one job
+at a time is fastest: each module already uses both cores.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sinks_jax.errors import OutputError
@@ -106,8 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=None, help="comma-separated module names")
     parser.add_argument("--out", default=None, help="default: results/all/<preset>")
     parser.add_argument("--list", action="store_true", help="list the modules and their presets")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="module processes at a time (default 1; more for many cores or a large GPU)",
+    )
     args = parser.parse_args(argv)
     try:
+        if args.jobs < 1:
+            raise UsageError(f"--jobs {args.jobs}: give a number of processes >= 1")
         modules = select(args.only)
         if args.list:
             for m in modules:
@@ -118,15 +134,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     status: dict[str, str] = {}
-    for m in modules:
+    lock = threading.Lock()
+
+    def run_one(m: str) -> None:
         module_presets = presets[m]
         if isinstance(module_presets, str):  # the module did not import: its error
-            status[m] = module_presets
+            result = module_presets
         elif args.preset not in module_presets:
-            status[m] = f"no '{args.preset}' preset"
+            result = f"no '{args.preset}' preset"
         else:
-            status[m] = run_module(m, args.preset, out_root)
-        write_summary(out_root, args.preset, modules, status)  # kept up to date as runs finish
+            result = run_module(m, args.preset, out_root, args.jobs)
+        with lock:
+            status[m] = result
+            write_summary(out_root, args.preset, modules, status)  # kept up to date
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for future in [pool.submit(run_one, m) for m in modules]:
+            future.result()
     print(summarise(out_root, modules, status))
     write_report_html(out_root, args.preset, modules, status)
     return 0 if all(s == "ok" or s.startswith("no ") for s in status.values()) else 1
@@ -162,13 +186,28 @@ def _env_with_checkout() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
 
 
-def run_module(module: str, preset: str, out_root: Path) -> str:
-    """Run one module in its own process; its status: 'ok' or 'exit N'."""
+def _env_for_jobs(jobs: int) -> dict[str, str]:
+    """A module process's environment when `jobs` run at once: each takes its share of a GPU's
+    memory instead of JAX's default 75 % (two such processes would run out of memory)."""
+    env = _env_with_checkout()
+    if jobs > 1:
+        env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+        env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / jobs:.3f}")
+    return env
+
+
+def run_module(module: str, preset: str, out_root: Path, jobs: int = 1) -> str:
+    """Run one module in its own process; its status: 'ok' or 'exit N'. With several jobs its
+    output goes to `out_root/<module>.log` instead of the terminal."""
     out = out_root / short_name(module)
     cmd = [sys.executable, "-m", module, "--preset", preset, "--out", str(out)]
     print(f"[all] {' '.join(cmd[1:])}", flush=True)
     t0 = time.perf_counter()
-    rc = subprocess.call(cmd, env=_env_with_checkout())
+    if jobs == 1:
+        rc = subprocess.call(cmd, env=_env_for_jobs(jobs))
+    else:
+        with open(out_root / f"{short_name(module)}.log", "w") as log:
+            rc = subprocess.call(cmd, env=_env_for_jobs(jobs), stdout=log, stderr=subprocess.STDOUT)
     status = "ok" if rc == 0 else f"exit {rc}"
     print(f"[all] {short_name(module)}: {status} in {time.perf_counter() - t0:.0f} s", flush=True)
     return status

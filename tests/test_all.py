@@ -37,11 +37,12 @@ def test_unknown_module_is_a_clear_error():
         (["--only", ""], "names no module"),
         (["--only", "nope"], "unknown module"),
         (["--out", "."], "current folder"),
+        (["--jobs", "0"], "--jobs 0"),
     ],
 )
 def test_bad_arguments_exit_2_having_run_nothing(tmp_path, monkeypatch, capsys, argv, message):
     ran = []
-    monkeypatch.setattr(run_all, "run_module", lambda m, preset, out: ran.append(m) or "ok")
+    monkeypatch.setattr(run_all, "run_module", lambda m, preset, out, jobs=1: ran.append(m) or "ok")
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
@@ -59,7 +60,7 @@ def test_runs_the_selected_modules_and_summarises_their_claims(tmp_path, monkeyp
     assert code == 0
     assert "| adam_vs_sgd_peak | ok |" in summary
     assert (tmp_path / "adam_vs_sgd_peak" / "metrics.json").exists()
-    monkeypatch.setattr(run_all, "run_module", lambda m, preset, out: "ok")
+    monkeypatch.setattr(run_all, "run_module", lambda m, preset, out, jobs=1: "ok")
     argv = ["--only", "adam_vs_sgd_peak,lm_sinks", "--preset", "text", "--out", str(tmp_path)]
     assert run_all.main(argv) == 0
     assert "| adam_vs_sgd_peak | no 'text' preset |" in (tmp_path / "summary.md").read_text()
@@ -67,9 +68,35 @@ def test_runs_the_selected_modules_and_summarises_their_claims(tmp_path, monkeyp
 
 def test_a_module_that_does_not_import_is_reported_and_the_others_run(tmp_path, monkeypatch):
     monkeypatch.setattr(run_all, "MODULES", ("proofs_numeric.no_such_module", *run_all.MODULES))
-    monkeypatch.setattr(run_all, "run_module", lambda m, preset, out: "ok")
+    monkeypatch.setattr(run_all, "run_module", lambda m, preset, out, jobs=1: "ok")
     code = run_all.main(["--only", "no_such_module,adam_vs_sgd_peak", "--out", str(tmp_path)])
     summary = (tmp_path / "summary.md").read_text()
     assert code == 1
     assert "| no_such_module | import failed: ModuleNotFoundError" in summary
     assert "| adam_vs_sgd_peak | ok |" in summary
+
+
+def test_jobs_run_modules_side_by_side_each_with_a_share_of_gpu_memory(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(
+        run_all, "run_module", lambda m, preset, out, jobs=1: seen.append((m, jobs)) or "ok"
+    )
+    argv = [
+        "--only",
+        "adam_vs_sgd_peak,mutual_reinforcement",
+        "--jobs",
+        "2",
+        "--out",
+        str(tmp_path),
+    ]
+    assert run_all.main(argv) == 0
+    assert sorted(seen) == [
+        ("proofs_numeric.adam_vs_sgd_peak", 2),
+        ("proofs_numeric.mutual_reinforcement", 2),
+    ]
+    summary = (tmp_path / "summary.md").read_text()
+    assert summary.index("adam_vs_sgd_peak") < summary.index("mutual_reinforcement")  # in order
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION", raising=False)
+    env = run_all._env_for_jobs(3)
+    assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    assert float(env["XLA_PYTHON_CLIENT_MEM_FRACTION"]) == pytest.approx(0.3)

@@ -143,6 +143,25 @@ def test_eval_schedule():
     assert 10 in s
 
 
+def _run_on_8_cpu_devices(script: str) -> None:
+    """Run `script` in a fresh process with 8 forced host devices; it must print "ok"."""
+    env = {
+        **os.environ,
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8",
+        "JAX_PLATFORMS": "cpu",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ok" in proc.stdout, proc.stderr[-3000:]
+
+
 def test_data_parallel_matches_single_device(tmp_path):
     """8 forced host devices (data-parallel) give the same parameters as one device. SGD keeps
     the update linear in the gradient, so only reduction-order rounding (~1e-7) remains; Adam's
@@ -160,21 +179,7 @@ def test_data_parallel_matches_single_device(tmp_path):
             np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
         print("ok")
     """)
-    env = {
-        **os.environ,
-        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8",
-        "JAX_PLATFORMS": "cpu",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "ok" in proc.stdout, proc.stderr[-3000:]
+    _run_on_8_cpu_devices(script)
 
 
 def test_fsdp_matches_single_device_and_resumes_on_another_device_count(tmp_path):
@@ -213,21 +218,7 @@ def test_fsdp_matches_single_device_and_resumes_on_another_device_count(tmp_path
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
         print("ok")
     """)
-    env = {
-        **os.environ,
-        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8",
-        "JAX_PLATFORMS": "cpu",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "ok" in proc.stdout, proc.stderr[-3000:]
+    _run_on_8_cpu_devices(script)
 
 
 def _sink_forms(batch_size: int, lr: float, steps: int) -> None:

@@ -5,6 +5,7 @@ A variant turns per-head queries, keys and values into attention logits and weig
     k, v = variant.keys_values(k, v)            # may append virtual keys (e.g. a learned sink)
     logits = variant.logits(q, k, positions)    # [B,H,T,S], S = T + variant.n_virtual
     weights = variant.weights(logits, mask)     # [B,H,T,S]
+    out = variant.gate(x, weights · v)          # per-head outputs [B,T,H,K]; x: the block input
 
 To add one (softmax-off-by-one, ALiBi, a learned sink key/value, QK-norm...), subclass
 `AttentionVariant`, override what differs (it is an `nnx.Module`, so it may own parameters), and
@@ -62,6 +63,12 @@ class AttentionVariant(nnx.Module):
 
     def weights(self, logits_BxHxTxS: jax.Array, mask_BxTxS: jax.Array) -> jax.Array:
         raise NotImplementedError
+
+    def gate(self, x_BxTxD: jax.Array, heads_BxTxHxK: jax.Array) -> jax.Array:
+        """The per-head outputs (weights · values) as the heads emit them (default: unchanged);
+        `x` is the (normalised) block input at each query."""
+        del x_BxTxD
+        return heads_BxTxHxK
 
 
 def _softmax(logits_BxHxTxS: jax.Array, mask_BxTxS: jax.Array) -> jax.Array:
@@ -146,6 +153,64 @@ class LearnedSinkAttention(SoftmaxAttention):
         k = jnp.concatenate([k_BxTxHxK, k_sink.astype(k_BxTxHxK.dtype)], axis=1)
         v = jnp.concatenate([v_BxTxHxK, v_sink.astype(v_BxTxHxK.dtype)], axis=1)
         return k, v
+
+
+@register_attention("sink_logit")
+class SinkLogitAttention(SoftmaxAttention):
+    """Softmax over the real keys plus one virtual key per head with a learned logit b_h and a
+    zero value (the "attention sink" parameter of gpt-oss-style models): mass on it is a no-op.
+    b_h → −∞ is plain softmax; b_h = 0 fixed is `softmax1`. `init_logit` sets b_h at init."""
+
+    n_virtual = 1
+    init_logit: float = 0.0
+
+    def __init__(self, n_heads: int, d_head: int, *, rngs: nnx.Rngs):
+        super().__init__(n_heads, d_head, rngs=rngs)
+        self.sink_logit = nnx.Param(jnp.full((n_heads,), self.init_logit, jnp.float32))
+
+    def keys_values(self, k_BxTxHxK, v_BxTxHxK):
+        zero = jnp.zeros_like(k_BxTxHxK[:, :1])  # the virtual key: its logit is set below
+        return (
+            jnp.concatenate([k_BxTxHxK, zero], axis=1),
+            jnp.concatenate([v_BxTxHxK, jnp.zeros_like(v_BxTxHxK[:, :1])], axis=1),
+        )
+
+    def logits(self, q_BxTxHxK, k_BxSxHxK, positions_BxT):
+        scores = super().logits(q_BxTxHxK, k_BxSxHxK, positions_BxT)  # [B,H,T,T+1]
+        b_H = self.sink_logit[...].astype(scores.dtype)
+        return scores.at[..., -1].set(jnp.broadcast_to(b_H[None, :, None], scores.shape[:3]))
+
+
+@register_attention("gated")
+class GatedAttention(SoftmaxAttention):
+    """Softmax attention whose per-head output is multiplied element-wise by sigmoid(x W_g + b)
+    of the query token (Qiu et al. 2025, "Gated attention for large language models"), so a
+    head can output ~0 without parking its mass on a sink."""
+
+    def __init__(self, n_heads: int, d_head: int, *, rngs: nnx.Rngs):
+        super().__init__(n_heads, d_head, rngs=rngs)
+        d = n_heads * d_head  # = d_model for the library's models
+        self.gate_proj = nnx.Linear(d, d, rngs=rngs)
+
+    def gate(self, x_BxTxD, heads_BxTxHxK):
+        g = jax.nn.sigmoid(self.gate_proj(x_BxTxD.astype(jnp.float32)))
+        return heads_BxTxHxK * g.reshape(heads_BxTxHxK.shape).astype(heads_BxTxHxK.dtype)
+
+
+@register_attention("qk_norm")
+class QKNormAttention(SoftmaxAttention):
+    """Softmax over RMS-normalised queries and keys (per head, learned scale; as in OLMo 2,
+    Gemma 3): the logits' scale is set by the learned gains, not the residual norms."""
+
+    def __init__(self, n_heads: int, d_head: int, *, rngs: nnx.Rngs):
+        super().__init__(n_heads, d_head, rngs=rngs)
+        self.q_norm = nnx.RMSNorm(d_head, epsilon=1e-6, rngs=rngs)
+        self.k_norm = nnx.RMSNorm(d_head, epsilon=1e-6, rngs=rngs)
+
+    def logits(self, q_BxTxHxK, k_BxSxHxK, positions_BxT):
+        q = self.q_norm(q_BxTxHxK.astype(jnp.float32))
+        k = self.k_norm(k_BxSxHxK.astype(jnp.float32))
+        return super().logits(q, k, positions_BxT)
 
 
 # ---------------------------------------------------------------------------------------------

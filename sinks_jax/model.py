@@ -26,6 +26,7 @@ from flax import nnx, struct
 
 from sinks_jax.attention import (
     ATTENTION_VARIANTS,
+    AttentionVariant,
     SoftmaxAttention,
     causal_mask,
     document_mask,
@@ -378,7 +379,7 @@ class MultiHeadAttention(nnx.Module):
             v_BxSxHxK.astype(av_dtype),
             preferred_element_type=jnp.promote_types(av_dtype, jnp.float32),
         )
-        ctx_BxTxHxK = edit("head_outputs", ctx_BxTxHxK)
+        ctx_BxTxHxK = edit("head_outputs", self.variant.gate(x_BxTxD, ctx_BxTxHxK))
         out_BxTxD = self.out(ctx_BxTxHxK.reshape(b, t, -1).astype(x_BxTxD.dtype))
 
         if capture.attention:
@@ -388,8 +389,9 @@ class MultiHeadAttention(nnx.Module):
             vo_BxHxSxD = jnp.einsum("bshk,hkd->bhsd", v_BxSxHxK, w_o_HxKxD)
             if capture.values:
                 obs = obs.replace(head_values=vo_BxHxSxD)
-            if capture.head_outputs and interventions.edits_at("head_outputs", layer):
-                ho_BxHxTxD = jnp.einsum("bthk,hkd->bhtd", ctx_BxTxHxK, w_o_HxKxD)  # edited
+            gates = type(self.variant).gate is not AttentionVariant.gate
+            if capture.head_outputs and (gates or interventions.edits_at("head_outputs", layer)):
+                ho_BxHxTxD = jnp.einsum("bthk,hkd->bhtd", ctx_BxTxHxK, w_o_HxKxD)  # gated, edited
                 obs = obs.replace(head_outputs=ho_BxHxTxD)
             elif capture.head_outputs:
                 ho_BxHxTxD = jnp.einsum("bhts,bhsd->bhtd", att_BxHxTxS, vo_BxHxSxD)

@@ -14,7 +14,11 @@ from flax import nnx
 from sinks_jax.attention import (
     AlibiAttention,
     OffByOneSoftmaxAttention,
+    QKNormAttention,
+    SinkLogitAttention,
+    SoftmaxAttention,
     causal_mask,
+    with_virtual_keys,
 )
 from sinks_jax.config import ModelConfig
 from sinks_jax.model import (
@@ -72,7 +76,9 @@ def test_learned_sink_key_is_a_virtual_key_after_the_real_ones():
     assert float(jnp.abs(grads.blocks[0].attn.variant.sink_value[...]).sum()) > 0.0
 
 
-@pytest.mark.parametrize("variant", ["softmax1", "alibi", "sink_kv"])
+@pytest.mark.parametrize(
+    "variant", ["softmax1", "alibi", "sink_kv", "sink_logit", "gated", "qk_norm"]
+)
 def test_variants_keep_the_model_causal(variant):
     """Changing a later token leaves earlier logits unchanged (atol 1e-6)."""
     cfg = dataclasses.replace(
@@ -155,3 +161,67 @@ def test_capture_selected_layers_only():
     assert some.layers[0].residual is None
     np.testing.assert_array_equal(some.layers[1].attn_weights, full.layers[1].attn_weights)
     np.testing.assert_array_equal(some.logits, full.logits)
+
+
+def test_sink_logit_is_a_zero_value_virtual_key_between_softmax_and_softmax1():
+    """b → −∞ gives plain softmax over the real keys; b = 0 gives softmax1 (rtol 1e-6)."""
+    q = jax.random.normal(jax.random.key(5), (1, 5, 2, 4))
+    k = jax.random.normal(jax.random.key(6), (1, 5, 2, 4))
+    v = jax.random.normal(jax.random.key(7), (1, 5, 2, 4))
+    variant = SinkLogitAttention(2, 4, rngs=nnx.Rngs(0))
+    k_s, v_s = variant.keys_values(k, v)
+    assert k_s.shape == (1, 6, 2, 4)
+    np.testing.assert_array_equal(v_s[:, 5], 0.0)  # the virtual key adds no value
+    mask = with_virtual_keys(MASK, 1)
+    scores = variant.logits(q, k_s, POS)
+    np.testing.assert_allclose(scores[..., :5], np.einsum("bthk,bshk->bhts", q, k) / 2.0, rtol=1e-5)
+    np.testing.assert_array_equal(scores[..., 5], 0.0)  # b initialised at 0
+    att = variant.weights(scores, mask)
+    np.testing.assert_allclose(att.sum(-1), 1.0, rtol=1e-6)
+    softmax1 = OffByOneSoftmaxAttention(2, 4, rngs=None).weights(scores[..., :5], MASK)
+    np.testing.assert_allclose(att[..., :5], softmax1, rtol=1e-6, atol=1e-7)
+    variant.sink_logit[...] = jnp.full((2,), -1e9)
+    att = variant.weights(variant.logits(q, k_s, POS), mask)
+    plain = SoftmaxAttention(2, 4, rngs=None).weights(scores[..., :5], MASK)
+    np.testing.assert_allclose(att[..., :5], plain, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(att[..., 5], 0.0, atol=1e-30)
+
+
+def test_gated_attention_scales_each_head_output_by_a_sigmoid_gate_of_its_query():
+    cfg = dataclasses.replace(CFG, attention="gated")
+    model = GPT(cfg, rngs=nnx.Rngs(0))
+    attn = model.blocks[0].attn
+    x = jax.random.normal(jax.random.key(8), (2, 8, 16))
+    heads = jax.random.normal(jax.random.key(9), (2, 8, 2, 8))
+    gate = jax.nn.sigmoid(x @ attn.variant.gate_proj.kernel[...] + attn.variant.gate_proj.bias[...])
+    np.testing.assert_allclose(
+        attn.variant.gate(x, heads), heads * gate.reshape(2, 8, 2, 8), rtol=1e-6
+    )
+    # The captured per-head outputs are the gated ones: they sum (through W_o) to attn_out.
+    out = model(TOKENS, capture=Capture(head_outputs=True, blocks=True))
+    layer = out.observed[0]
+    bias = attn.out.bias[...]
+    np.testing.assert_allclose(layer.head_outputs.sum(1) + bias, layer.attn_out, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["sink_logit", "gated", "qk_norm"])
+def test_new_variants_train_with_finite_gradients(name):
+    model = GPT(dataclasses.replace(CFG, attention=name), rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model, nnx.Param)
+
+    def loss(p):
+        logits = nnx.merge(graphdef, p)(TOKENS).logits
+        return -jax.nn.log_softmax(logits)[..., 0].mean()
+
+    grads = jax.grad(loss)(params)
+    assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(grads))
+    assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads))
+
+
+def test_qk_norm_logits_are_bounded_by_the_gains():
+    """RMS-normalised q and k (unit gains at init): |q·k| / sqrt(K) <= sqrt(K)."""
+    variant = QKNormAttention(2, 4, rngs=nnx.Rngs(0))
+    q = 100.0 * jax.random.normal(jax.random.key(10), (1, 5, 2, 4))
+    k = 100.0 * jax.random.normal(jax.random.key(11), (1, 5, 2, 4))
+    scores = variant.logits(q, k, POS)
+    assert float(jnp.abs(scores).max()) <= 2.0 + 1e-4

@@ -43,6 +43,9 @@ class Checkpointer:
         self._damaged: list[tuple[int, str]] = []  # found by restore_latest_good, not yet moved
 
     def _open(self) -> ocp.CheckpointManager:
+        # A damaged step's reason goes into our one-line error or fallback message; orbax's own
+        # log line about its unreadable metadata (printed on listing the steps) is dropped.
+        logging.getLogger("absl").addFilter(_not_damaged_metadata_log)  # no-op if added before
         # One unnamed item, fixed here: left open, orbax infers it from the first step folder it
         # reads, and a step without `default/` then makes every later restore fail.
         handler = ocp.StandardCheckpointHandler()
@@ -174,6 +177,11 @@ def _drop_abandoned_read_errors() -> None:
 _ORBAX_READ_NEVER_AWAITED = (
     r"coroutine '(_read_array_index_and_device_put|Store\._get_array_metadatas)' was never awaited"
 )
+
+
+def _not_damaged_metadata_log(record: logging.LogRecord) -> bool:
+    """False for orbax's log line about an unreadable checkpoint metadata file."""
+    return not record.getMessage().startswith("Failed to json parse Metadata file")
 
 
 def _not_orbax_task_error(record: logging.LogRecord) -> bool:

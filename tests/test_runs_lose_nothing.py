@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -248,13 +249,22 @@ def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, 
     assert moved.name.startswith("20")
 
 
-def test_no_intact_checkpoint_is_one_line(tmp_path):
+@pytest.mark.parametrize("damage", ["arrays", "every file"])
+def test_no_intact_checkpoint_is_one_line(tmp_path, damage, caplog):
     out = tmp_path / "run"
     assert _tiny("--out", str(out)).returncode == 0
     for step in ("10", "20"):
-        _truncate_arrays(out / "checkpoints" / step)
+        if damage == "arrays":
+            _truncate_arrays(out / "checkpoints" / step)
+        else:  # metadata too: orbax logs its own error on listing the steps (dropped)
+            for f in (out / "checkpoints" / step).rglob("*"):
+                if f.is_file():
+                    f.write_bytes(b"")
+    caplog.clear()
     line = _one_line_error(_tiny("--out", str(out), "--steps", "30", "--resume"))
     assert "no intact checkpoint" in line
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert logged == []  # a terminal would have shown these lines before ours
 
 
 @pytest.mark.parametrize(

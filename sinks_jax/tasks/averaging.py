@@ -124,6 +124,7 @@ def sample(cfg: AveragingConfig, key: jax.Array, batch_size: int | None = None) 
     return AveragingBatch(features, targets, mask.astype(jnp.float32), sep_B, has_B)
 
 
+@functools.partial(jax.jit, static_argnames=("cfg",))  # one dispatch per training step
 def batch_for_step(cfg: AveragingConfig, seed: int, step: int) -> AveragingBatch:
     """Training batch of `step`: a pure function of (seed, step), so resumes replay it."""
     return sample(cfg, jax.random.fold_in(jax.random.key(seed), step))
@@ -319,6 +320,7 @@ def sample_trigger_query(
     return TriggerQueryBatch(features, targets, jnp.ones((b, n), jnp.float32), query_B, has_B)
 
 
+@functools.partial(jax.jit, static_argnames=("cfg",))
 def trigger_batch_for_step(cfg: TriggerQueryConfig, seed: int, step: int) -> TriggerQueryBatch:
     """Training batch of `step`: a pure function of (seed, step), so resumes replay it."""
     return sample_trigger_query(cfg, jax.random.fold_in(jax.random.key(seed), step))

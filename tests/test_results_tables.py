@@ -166,7 +166,7 @@ def test_report_html_has_claims_figures_configs_and_environment(reference, tmp_p
 
 
 def test_experiments_all_writes_report_html(tmp_path, monkeypatch):
-    def fake_run(module, preset, out_root):
+    def fake_run(module, preset, out_root, jobs=1):
         write_run(out_root / run_all.short_name(module), "adam_vs_sgd_peak", CLAIMS_B,
                   figures=["adam_vs_sgd.png"])  # fmt: skip
         return "ok"

@@ -13,8 +13,8 @@ figure, config, wall time and the environment on one page (`sinks_jax.report_htm
 
 `--jobs N` runs N module processes at a time (for many cores or a large GPU); each then writes
 its output to `DIR/<module>.log`, and on a GPU takes at most 1/N of its memory
-(`XLA_PYTHON_CLIENT_PREALLOCATE=false`, `XLA_PYTHON_CLIENT_MEM_FRACTION`). On 2 CPU cores one job
-at a time is fastest: each module already uses both cores.
+(`XLA_PYTHON_CLIENT_PREALLOCATE=false`, `XLA_PYTHON_CLIENT_MEM_FRACTION`). On 2 CPU cores keep
+the default of one: each module's XLA program already uses both cores.
 """
 
 from __future__ import annotations

@@ -184,20 +184,9 @@ class Shape:
     batch: int = 64
 
 
-def has_field(cls: type, name: str) -> bool:
-    return any(f.name == name for f in dataclasses.fields(cls))
-
-
 def with_precision(cfg: ModelConfig, precision: str) -> ModelConfig:
-    """`cfg` computing in `precision` (ModelConfig.compute_dtype); ConfigError if this sinks_jax
-    has no such field and bfloat16 is asked for."""
-    if not has_field(ModelConfig, "compute_dtype"):
-        if precision == "float32":
-            return cfg
-        raise ConfigError(
-            "--precision bfloat16 needs ModelConfig.compute_dtype, which this sinks_jax lacks"
-        )
-    return dataclasses.replace(cfg, compute_dtype=precision)  # type: ignore[call-arg]
+    """`cfg` computing in `precision` (`ModelConfig.compute_dtype`)."""
+    return dataclasses.replace(cfg, compute_dtype=precision)
 
 
 def model_config(shape: Shape, precision: str, fused_attention: bool = False) -> ModelConfig:
@@ -212,11 +201,7 @@ def model_config(shape: Shape, precision: str, fused_attention: bool = False) ->
         n_heads=shape.n_heads,
         d_mlp=4 * shape.d_model if shape.d_mlp is None else shape.d_mlp,
     )
-    if fused_attention:
-        if not has_field(ModelConfig, "fused_attention"):
-            raise ConfigError("--fused-attention needs ModelConfig.fused_attention")
-        cfg = dataclasses.replace(cfg, fused_attention=True)  # type: ignore[call-arg]
-    return with_precision(cfg, precision)
+    return with_precision(dataclasses.replace(cfg, fused_attention=fused_attention), precision)
 
 
 def optim_config() -> OptimConfig:
@@ -535,8 +520,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--experiment/--preset and the model flags are two modes; give one")
     if args.torch_threads is not None and not args.torch:
         parser.error("--torch-threads needs --torch")
-    if args.precision == "bfloat16" and not has_field(ModelConfig, "compute_dtype"):
-        parser.error("--precision bfloat16 needs ModelConfig.compute_dtype (not in this sinks_jax)")
     try:
         if model_mode:
             if args.torch:

@@ -269,28 +269,23 @@ def stale(root: str | Path = REFERENCE, preset: str = "quick") -> dict[str, list
 
     from experiments.all import MODULES, short_name
     from sinks_jax.config import apply_overrides, leaf_defaults, to_dict
-    from sinks_jax.run_dir import flatten
+    from sinks_jax.run_dir import config_differences
 
     modules = {short_name(m): m for m in MODULES}
     out = {}
     for name, entry in load_reference(root, preset).items():
-        have = flatten(entry["metrics"].get("config", {}))
+        have = entry["metrics"].get("config", {})
         try:
             exp = importlib.import_module(modules[name]).EXPERIMENT
             cfg = exp.presets[preset]
             if "seed" in have:
                 cfg = apply_overrides(cfg, [f"seed={have['seed']}"])
-            want = flatten(json.loads(json.dumps(to_dict(cfg))))
-            # a field added to the code since the run counts as its default (its old behaviour)
-            have = {k: v for k, v in leaf_defaults(type(cfg)).items() if k in want} | have
+            want = json.loads(json.dumps(to_dict(cfg)))
         except Exception as err:  # reported per module
             out[name] = [f"cannot build the current preset: {type(err).__name__}: {err}"]
             continue
-        out[name] = [
-            f"{k}: {have.get(k, '<absent>')!r} -> {want.get(k, '<absent>')!r}"
-            for k in sorted(set(have) | set(want))
-            if have.get(k, "<absent>") != want.get(k, "<absent>")
-        ]
+        # a field added to the code since the run counts as its default (its old behaviour)
+        out[name] = config_differences(have, want, defaults=leaf_defaults(type(cfg)))
     return out
 
 

@@ -378,6 +378,25 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def config_differences(
+    saved: Mapping[str, Any],
+    requested: Mapping[str, Any],
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    ignore: tuple[str, ...] = (),
+) -> list[str]:
+    """'path: saved -> requested' for every leaf (dotted path) that differs, except `ignore`.
+    `defaults` (flat path -> value, `config.leaf_defaults`) stand in for the fields `saved` lacks
+    (added to the code after it was written: their absence means the default's behaviour)."""
+    new = flatten(requested)
+    old = {k: v for k, v in (defaults or {}).items() if k in new} | flatten(saved)
+    return [
+        f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}"
+        for k in sorted(set(old) | set(new))
+        if k not in ignore and old.get(k, "<absent>") != new.get(k, "<absent>")
+    ]
+
+
 def check_resume_config(
     saved: Mapping[str, Any],
     requested: Mapping[str, Any],
@@ -389,20 +408,14 @@ def check_resume_config(
     """ConfigError (one line, naming every differing field) unless `requested` continues
     `saved`: only `train.steps` may grow, and under a cosine schedule only with
     `extend_schedule` (its horizon is part of the config: extending it is a new schedule).
-    `defaults` (flat path -> value, `config.leaf_defaults`) stand in for the fields `saved` lacks
-    (added to the code after it was written)."""
-    new = flatten(requested)
-    old = {k: v for k, v in (defaults or {}).items() if k in new} | flatten(saved)
-    differ = [
-        f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}"
-        for k in sorted(set(old) | set(new))
-        if k not in RESUMABLE_FIELDS and old.get(k, "<absent>") != new.get(k, "<absent>")
-    ]
+    `defaults`: see `config_differences`."""
+    differ = config_differences(saved, requested, defaults=defaults, ignore=RESUMABLE_FIELDS)
     if differ:
         raise ConfigError(
             f"cannot resume {where}: the config differs from the saved run ({'; '.join(differ)}); "
             "resume with the same settings, or start a fresh run without --resume"
         )
+    old, new = flatten(saved), flatten(requested)
     if "train.steps" not in old or old["train.steps"] == new.get("train.steps"):
         return
     before, after = old["train.steps"], new["train.steps"]

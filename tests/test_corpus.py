@@ -511,3 +511,70 @@ def test_any_bytes_as_jsonl_lines_build_or_raise_data_error(lines):
             assert "\n" not in str(e)  # noqa: PT017
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# k-hop back-copy documents (the depth design).
+
+
+def _naive_target(doc: list[int], trigger_pos: int, hops: int, vocab: int) -> int | None:
+    """The k-hop target by its definition, with plain loops: walk back from the trigger over
+    k − 1 earlier triggers (ids >= vocab) and take the token before the one reached."""
+    pos = trigger_pos
+    for _ in range(hops - 1):
+        earlier = [j for j in range(pos) if doc[j] >= vocab]
+        if not earlier:
+            return None
+        pos = earlier[-1]
+    return doc[pos - 1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    doc=st.lists(st.integers(0, 5), min_size=3, max_size=30),
+    data=st.data(),
+    hops=st.integers(1, 4),
+)
+def test_khop_target_follows_its_definition(doc, data, hops):
+    doc = [doc[0] % 4, *doc[1:]]  # a trigger never stands first
+    doc = [d if d < 4 or doc[i - 1] < 4 else 0 for i, d in enumerate(doc)]  # nor after a trigger
+    pos = data.draw(st.integers(1, len(doc) - 1))
+    doc[pos] = 4  # a trigger at pos
+    if doc[pos - 1] >= 4:
+        doc[pos - 1] = 1
+    is_filler = np.arange(6) < 4  # ids 4 and 5 play triggers
+    got = corpus.khop_target(np.array(doc), pos, hops, is_filler)
+    assert got == _naive_target(doc, pos, hops, 4)
+
+
+def test_khop_documents_follow_the_rule_after_every_trigger(tmp_path):
+    cfg = _cfg(
+        tmp_path, source="synthetic_khop", synthetic_vocab=8, n_triggers=3, n_docs=300,
+        doc_len_min=40, doc_len_max=60,
+    )  # fmt: skip
+    docs = corpus.khop_documents(cfg, seed=0)
+    assert {len(d) for d in docs} <= set(range(40, 61))
+    per_class = np.zeros(4, int)
+    for d in docs:
+        assert d.max() < 8 + 3
+        for t in np.flatnonzero(d[:-1] >= 8):
+            k = int(d[t]) - 8 + 1
+            assert t >= 2
+            assert (d[t - 2 : t] < 8).all()  # two filler tokens before every trigger
+            target = _naive_target(list(d), t, k, 8)
+            assert target is not None  # every class-k trigger has k - 1 triggers before it
+            assert d[t + 1] == target
+            per_class[k] += 1
+    assert per_class[1:].min() > 50  # every class occurs
+    np.testing.assert_array_equal(docs[5], corpus.khop_documents(cfg, seed=0)[5])
+    with_trigger = next(d for d in docs if (d == 8).any())
+    assert "T1" in corpus.decode(with_trigger, cfg).split()
+    store = corpus.build_store(cfg)  # cached like any synthetic corpus
+    np.testing.assert_array_equal(store.doc(0), docs[0])
+
+
+def test_khop_config_errors_name_the_field(tmp_path):
+    with pytest.raises(ConfigError, match=r"data\.n_triggers"):
+        _cfg(tmp_path, source="synthetic_khop", synthetic_vocab=250, n_triggers=7)
+    with pytest.raises(ConfigError, match=r"data\.trigger_rate"):
+        _cfg(tmp_path, source="synthetic_khop", trigger_rate=1.0)

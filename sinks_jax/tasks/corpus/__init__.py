@@ -5,10 +5,12 @@ boundaries sit in a training window.
 Sources: `builtin` (the English documentation shipped with Python: `pydoc_data.topics` and
 standard-library docstrings longer than 200 characters; no download), `path` (a folder of `.txt`
 files, one `.txt` file split on `separator`, or a `.jsonl` file with a `text` field),
-`synthetic_bb` (Bigram-Backcopy documents, optionally one bigram table per document) and
-`synthetic_markov` (per-document Markov chains). Tokens are bytes 0..255 plus BOS, EOS and PAD;
-synthetic documents use ids below `synthetic_vocab`; `tokenizer="bpe"` trains a byte-level BPE
-(Hugging Face `tokenizers`) on a text corpus instead. The tokenised corpus is a flat `uint16`
+`synthetic_bb` (Bigram-Backcopy documents, optionally one bigram table per document),
+`synthetic_markov` (per-document Markov chains) and `synthetic_khop` (k-hop back-copy: a class-k
+trigger predicts the token before the trigger k − 1 triggers back; the depth design).
+Tokens are bytes 0..255 plus BOS, EOS and PAD; synthetic documents use ids below
+`synthetic_vocab` (k-hop triggers the next `n_triggers` ids); `tokenizer="bpe"` trains a byte-level
+BPE (Hugging Face `tokenizers`) on a text corpus instead. The tokenised corpus is a flat `uint16`
 array plus document offsets (numpy memmap), cached under a key of the sources' content hash and
 the tokenizer; documents are split into train / validation deterministically. Cache files are
 written atomically and `manifest.json`, written last, marks a complete entry; an entry that fails
@@ -40,6 +42,7 @@ from sinks_jax.tasks.corpus.config import (
     PACKINGS,
     PAD,
     SOURCES,
+    SYNTHETIC_SOURCES,
     SYNTHETIC_VERSION,
     TOKENIZERS,
     VOCAB_SIZE,
@@ -57,6 +60,8 @@ from sinks_jax.tasks.corpus.packing import (
 from sinks_jax.tasks.corpus.sources import (
     BINARY_SHARE,
     builtin_documents,
+    khop_documents,
+    khop_target,
     path_documents,
     synthetic_documents,
 )
@@ -79,6 +84,7 @@ __all__ = [
     "PACKINGS",
     "PAD",
     "SOURCES",
+    "SYNTHETIC_SOURCES",
     "SYNTHETIC_VERSION",
     "TOKENIZERS",
     "VOCAB_SIZE",
@@ -91,6 +97,8 @@ __all__ = [
     "eval_rows",
     "inference_rows",
     "is_byte_text",
+    "khop_documents",
+    "khop_target",
     "pack_rows",
     "packed_batch",
     "path_documents",

@@ -11,7 +11,8 @@ BOS, EOS, PAD = 256, 257, 258
 SYNTHETIC_VERSION = 2  # part of the cache key: bump when the synthetic generators change
 VOCAB_SIZE = 259
 TOKENIZERS = ("bytes", "bpe")
-SOURCES = ("builtin", "path", "synthetic_bb", "synthetic_markov")
+SOURCES = ("builtin", "path", "synthetic_bb", "synthetic_markov", "synthetic_khop")
+SYNTHETIC_SOURCES = ("synthetic_bb", "synthetic_markov", "synthetic_khop")
 PACKINGS = (
     "bos_per_doc_causal",
     "bos_per_doc_masked",
@@ -32,8 +33,9 @@ class CorpusConfig:
     doc_len_min: int = 16
     doc_len_max: int = 160
     synthetic_vocab: int = 32
-    n_triggers: int = 3
+    n_triggers: int = 3  # synthetic_khop: trigger classes, hop counts 1..n_triggers
     per_doc_table: bool = False  # synthetic_bb: one bigram table per document
+    trigger_rate: float = 0.1  # synthetic_khop: chance of a trigger after a filler token
     tokenizer: str = "bytes"  # "bytes" or "bpe" (Hugging Face tokenizers, trained on the corpus)
     bpe_vocab: int = 1024  # BPE vocabulary (text sources only)
     val_fraction: float = 0.05
@@ -60,6 +62,14 @@ class CorpusConfig:
                 self.n_triggers,
                 f"in [0, {chars}) (the table has {chars} characters)",
             )
+        if self.source == "synthetic_khop":
+            require(
+                1 <= self.n_triggers <= 256 - self.synthetic_vocab,
+                "data.n_triggers",
+                self.n_triggers,
+                f"in [1, {256 - self.synthetic_vocab}] (trigger ids follow synthetic_vocab's)",
+            )
+            require(0 < self.trigger_rate < 1, "data.trigger_rate", self.trigger_rate, "in (0, 1)")
         require(self.packing in PACKINGS, "data.packing", self.packing, str(PACKINGS))
         require(
             2 <= self.doc_len_min <= self.doc_len_max,

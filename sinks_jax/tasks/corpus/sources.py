@@ -197,3 +197,50 @@ def synthetic_documents(cfg: CorpusConfig, seed: int) -> list[np.ndarray]:
             nxt = np.where(triggers[prev], seqs[:, t - 2], nxt)
         seqs[:, t] = nxt
     return [seqs[i, : lengths[i]] for i in range(cfg.n_docs)]
+
+
+def khop_target(doc: np.ndarray, trigger_pos: int, hops: int, is_filler: np.ndarray) -> int | None:
+    """What a k-hop trigger at `trigger_pos` predicts (`synthetic_khop`): the token before the
+    trigger k − 1 triggers back (k = 1: the token before this trigger, Bigram-Backcopy's
+    back-copy); None when fewer than k − 1 triggers stand before it. Computed hop by hop, a model
+    needs k attention layers: layer 1 writes "the token before me" at every trigger, layer ℓ
+    copies layer ℓ − 1's result from the previous trigger."""
+    triggers = np.flatnonzero(~is_filler[doc[: trigger_pos + 1]])
+    i = len(triggers) - hops  # the trigger k − 1 back (triggers[-1] is this one)
+    return None if i < 0 else int(doc[triggers[i] - 1])
+
+
+def khop_documents(cfg: CorpusConfig, seed: int) -> list[np.ndarray]:
+    """k-hop back-copy documents (`synthetic_khop`, a depth design for Barbero et al.'s
+    over-mixing argument). Filler tokens come from one random Dirichlet(1) bigram table over ids
+    < synthetic_vocab, the same for every document (learnt in the weights, as Bigram-Backcopy's:
+    no head is needed to predict a filler token). After two filler tokens, with probability
+    `trigger_rate`, comes a trigger of class k (id synthetic_vocab + k − 1), then its target
+    (`khop_target`: the token before the trigger k − 1 triggers back); k is uniform over the
+    classes with enough earlier triggers (up to `n_triggers`). Hop k needs hop k − 1's result, so
+    a class-k trigger needs k attention layers in sequence, each with work at the triggers (≈ 8 %
+    of tokens) and none elsewhere."""
+    rng = np.random.default_rng(seed)
+    lengths = _doc_lengths(rng, cfg)
+    v, n_classes = cfg.synthetic_vocab, cfg.n_triggers
+    is_filler = np.arange(v + n_classes) < v
+    cum = np.cumsum(rng.dirichlet(np.ones(v), size=v), axis=-1)
+    docs = []
+    for length in lengths:
+        u, pick = rng.random(length), rng.random(length)
+        trig = rng.random(length) < cfg.trigger_rate
+        doc = np.zeros(length, np.int64)
+        doc[0] = rng.integers(v)
+        target, n_before = None, 0  # the pending target; triggers so far
+        for t in range(1, length):
+            if target is not None:  # after a trigger: its target
+                doc[t], target = target, None
+            elif t >= 2 and trig[t] and doc[t - 2] < v:
+                k = 1 + int(pick[t] * min(n_classes, n_before + 1))
+                doc[t] = v + k - 1
+                target = khop_target(doc, t, k, is_filler)
+                n_before += 1
+            else:
+                doc[t] = min(int((u[t] > cum[doc[t - 1]]).sum()), v - 1)
+        docs.append(doc)
+    return docs

@@ -18,12 +18,14 @@ from sinks_jax.tasks.corpus.config import (
     BOS,
     EOS,
     PAD,
+    SYNTHETIC_SOURCES,
     SYNTHETIC_VERSION,
     VOCAB_SIZE,
     CorpusConfig,
 )
 from sinks_jax.tasks.corpus.sources import (
     builtin_documents,
+    khop_documents,
     path_documents,
     synthetic_documents,
 )
@@ -225,7 +227,13 @@ def decode(ids: np.ndarray, cfg: CorpusConfig, store: TokenStore | None = None) 
     if cfg.source == "synthetic_bb" and not cfg.per_doc_table:
         itos = load_shakespeare_table(cfg.n_triggers).itos
         return "".join(special.get(int(i)) or itos[int(i)] for i in np.asarray(ids))
-    if cfg.source in ("synthetic_bb", "synthetic_markov"):
+    if cfg.source == "synthetic_khop":  # trigger classes as T1, T2, …
+        v = cfg.synthetic_vocab
+        return " ".join(
+            special.get(int(i)) or (f"T{int(i) - v + 1}" if int(i) >= v else str(int(i)))
+            for i in np.asarray(ids)
+        )
+    if cfg.source in SYNTHETIC_SOURCES:
         return " ".join(special.get(int(i)) or str(int(i)) for i in np.asarray(ids))
     if cfg.tokenizer == "bpe":
         from tokenizers import Tokenizer
@@ -255,7 +263,7 @@ def build_store(cfg: CorpusConfig, seed: int = 0) -> TokenStore:
     """Tokenise the configured source once and cache it on disk as a flat `uint16` array plus
     document offsets (`tokens.npy`, `offsets.npy`, read back as numpy memmaps) and a
     `manifest.json`; a cache entry that fails its integrity check is rebuilt."""
-    if cfg.source in ("synthetic_bb", "synthetic_markov"):
+    if cfg.source in SYNTHETIC_SOURCES:
         desc = {
             k: getattr(cfg, k)
             for k in (
@@ -268,6 +276,8 @@ def build_store(cfg: CorpusConfig, seed: int = 0) -> TokenStore:
                 "per_doc_table",
             )
         }
+        if cfg.source == "synthetic_khop":
+            desc["trigger_rate"] = cfg.trigger_rate
         desc.update(seed=seed, generator=SYNTHETIC_VERSION)
         key = _hash([json.dumps(desc, sort_keys=True).encode()])
         texts = None
@@ -291,7 +301,8 @@ def build_store(cfg: CorpusConfig, seed: int = 0) -> TokenStore:
                 f"[sinks_jax] corpus cache {cache} is incomplete or damaged ({loaded}); rebuilding"
             )
         if texts is None:
-            docs = [d.astype(np.uint16) for d in synthetic_documents(cfg, seed)]
+            generate = khop_documents if cfg.source == "synthetic_khop" else synthetic_documents
+            docs = [d.astype(np.uint16) for d in generate(cfg, seed)]
         else:
             docs = encode(texts, cfg, cache)
         offsets = np.concatenate([[0], np.cumsum([len(d) for d in docs])]).astype(np.int64)

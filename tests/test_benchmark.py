@@ -2,6 +2,7 @@
 checked), and a bad flag is one line with exit status 2."""
 
 import json
+import os
 
 import pytest
 
@@ -49,3 +50,26 @@ def test_bad_flag_is_one_line_exit_2(capsys):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
     assert "two modes" in err
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, "--xla_cpu_experimental_ynn_fusion_type="),
+        ({"XLA_FLAGS": "--a=1"}, "--a=1 --xla_cpu_experimental_ynn_fusion_type="),
+        (  # a value the user gave wins
+            {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=dot"},
+            "--xla_cpu_experimental_ynn_fusion_type=dot",
+        ),
+        ({"XLA_FLAGS": "--a=1", "SINKS_JAX_XLA_DEFAULTS": "0"}, "--a=1"),  # opted out
+    ],
+)
+def test_cpu_xla_defaults_are_appended_unless_given(monkeypatch, env, expected):
+    from sinks_jax import xla_flags
+
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.delenv("SINKS_JAX_XLA_DEFAULTS", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    xla_flags.apply_cpu_defaults()
+    assert os.environ.get("XLA_FLAGS", "") == expected

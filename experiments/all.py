@@ -48,6 +48,7 @@ MODULES = (
     "experiments.lm_sinks",
     "experiments.context_length_sweep",
     "experiments.depth_sweep",
+    "experiments.depth_design",
     "experiments.packing_sweep",
 )
 

@@ -52,6 +52,7 @@ KEY_FIGURES = {
     "lm_sinks": "sink_rate_over_training.png",
     "context_length_sweep": "sink_vs_context.png",
     "depth_sweep": "sink_vs_depth.png",
+    "depth_design": "sink_heads_vs_depth.png",
     "packing_sweep": "loss_table.png",
 }
 

@@ -38,6 +38,7 @@ MODULES = [
     "lm_sinks",
     "context_length_sweep",
     "depth_sweep",
+    "depth_design",
     "packing_sweep",
 ]
 TINY = ModelConfig(vocab_size=11, max_len=8, d_model=16, n_layers=2, n_heads=2, d_mlp=32)

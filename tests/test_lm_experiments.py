@@ -192,3 +192,37 @@ def test_cli_reports_a_missing_corpus_in_one_line(tmp_path, capsys):
     assert code == 2
     assert len(err) == 1
     assert "does not exist" in err[0]
+
+
+def test_depth_design_runs_both_corpora_and_counts_heads(tmp_path):
+    from experiments import depth_design as dd
+
+    cfg = dd.DepthDesignConfig(
+        model=TINY_MODEL,
+        data=_data(
+            tmp_path, source="synthetic_khop", synthetic_vocab=8, n_triggers=1, doc_len_min=15,
+            doc_len_max=15,
+        ),
+        bb_data=_data(tmp_path),
+        train=TINY_TRAIN,
+        sweep=dd.DepthDesign(
+            depths=(1, 2), n_seeds=1, steps_per_layer=6, mixing_sequences=2, mixing_length=8
+        ),
+    )  # fmt: skip
+    run_cfg = dd.run_config(cfg, "khop", 2, 0)
+    assert (run_cfg.model.n_layers, run_cfg.data.n_triggers, run_cfg.train.steps) == (2, 2, 12)
+    assert dd.run_config(cfg, "bb", 2, 0).data == cfg.bb_data
+    out = dd.run(cfg, _ctx(tmp_path))
+    assert [(r["corpus"], r["depth"]) for r in out["runs"]] == [
+        ("khop", 1), ("khop", 2), ("bb", 1), ("bb", 2),
+    ]  # fmt: skip
+    for r in out["runs"]:
+        heads = r["depth"] * TINY_MODEL.n_heads
+        assert r["sink_heads"] + r["shrunk_heads"] + r["writing_heads"] == heads
+        assert np.asarray(r["wov_norm"]).shape == (r["depth"], TINY_MODEL.n_heads)
+    assert set(out["runs"][1]["trigger_accuracy"]) == {"hop_1", "hop_2"}
+    assert len(out["claims"]) == 2
+    for f in ("sink_heads_vs_depth.png", "heads_by_kind.png"):
+        assert (tmp_path / "out" / f).exists()
+    with pytest.raises(ConfigError, match=r"data\.source"):
+        dataclasses.replace(cfg, data=_data(tmp_path))

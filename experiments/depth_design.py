@@ -44,7 +44,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.depth_sweep import mixing_inputs, over_mixing
+from experiments.depth_sweep import mixing_inputs, over_mixing, require_depths
 from sinks_jax import head_census, metrics, plotting
 from sinks_jax.claims import check
 from sinks_jax.cli import Experiment, RunContext, main
@@ -76,14 +76,7 @@ class DepthDesign:
     mixing_length: int = 32
 
     def __post_init__(self) -> None:
-        require(
-            len(self.depths) >= 2 and list(self.depths) == sorted(set(self.depths)),
-            "sweep.depths",
-            self.depths,
-            "at least two increasing depths",
-        )
-        require(min(self.depths) >= 1, "sweep.depths", self.depths, "depths >= 1")
-        require(self.n_seeds >= 1, "sweep.n_seeds", self.n_seeds, ">= 1")
+        require_depths(self.depths, self.n_seeds)
         require(self.steps_per_layer >= 1, "sweep.steps_per_layer", self.steps_per_layer, ">= 1")
         require(
             len(self.corpora) >= 1 and set(self.corpora) <= set(CORPORA),

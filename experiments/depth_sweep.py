@@ -39,6 +39,18 @@ BARBERO_TABLE_1 = [
 ]
 
 
+def require_depths(depths: tuple[int, ...], n_seeds: int) -> None:
+    """A depth sweep's depths (at least two, increasing, >= 1) and seeds per depth (>= 1)."""
+    require(
+        len(depths) >= 2 and list(depths) == sorted(set(depths)),
+        "sweep.depths",
+        depths,
+        "at least two increasing depths",
+    )
+    require(min(depths) >= 1, "sweep.depths", depths, "depths >= 1")
+    require(n_seeds >= 1, "sweep.n_seeds", n_seeds, ">= 1")
+
+
 @dataclasses.dataclass(frozen=True)
 class DepthSweep:
     """`model.n_layers` is set per run from `depths`, `n_seeds` each; μ and the mixing ratio M
@@ -50,14 +62,7 @@ class DepthSweep:
     mixing_length: int = 32  # BOS included when present
 
     def __post_init__(self) -> None:
-        require(
-            len(self.depths) >= 2 and list(self.depths) == sorted(set(self.depths)),
-            "sweep.depths",
-            self.depths,
-            "at least two increasing depths",
-        )
-        require(min(self.depths) >= 1, "sweep.depths", self.depths, "depths >= 1")
-        require(self.n_seeds >= 1, "sweep.n_seeds", self.n_seeds, ">= 1")
+        require_depths(self.depths, self.n_seeds)
         n = self.mixing_sequences
         require(n >= 1, "sweep.mixing_sequences", n, ">= 1")
 

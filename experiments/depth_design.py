@@ -13,16 +13,16 @@ of tokens) and none on the filler tokens, which a fixed bigram table (learnt in 
 predicts. Bigram-Backcopy documents at the same depths, seeds and budget are the contrasting
 case.
 
-Prediction, written before the sweep (after one calibration run at depth 2, whose layer-0 heads
-were no sinks while a layer-1 head was, 0.90): on k-hop documents each layer above the first holds a
-head that attends to the previous trigger from a trigger and has nothing to do elsewhere; by the
-over-mixing argument it idles by a BOS sink (not by writing small values), so the number of sink
-heads (ε = 0.3) grows with depth, about one per layer above the first: Spearman ρ(depth,
-seed-mean sink-head count) ≥ 0.8 (claim 1), and more sink heads than on Bigram-Backcopy
-documents at the deepest depth (claim 2). The first layer's "token before me" head may stay
-active on every token (writing the previous token everywhere costs a filler prediction little),
-so no sink is predicted there. On Bigram-Backcopy documents the prediction is different: about
-one dormant head whatever the depth (reported, no claim).
+Prediction, written before the sweep (after one calibration run at depth 3, 1000 steps per
+layer, seed 0: no sink head in layer 0, two in layer 1, one in layer 2): on k-hop documents each
+layer above the first holds a head that attends to the previous trigger from a trigger and has
+nothing to do elsewhere; by the over-mixing argument it idles by a BOS sink (not by writing small
+values), so the number of sink heads (ε = 0.3) grows with depth, about one per layer above the
+first: Spearman ρ(depth, seed-mean sink-head count) ≥ 0.8 (claim 1), and more sink heads than on
+Bigram-Backcopy documents at the deepest depth (claim 2). The first layer's "token before me" head
+may stay active on every token (writing the previous token everywhere costs a filler prediction
+little), so no sink is predicted there. On Bigram-Backcopy documents the prediction is different:
+about one dormant head whatever the depth (reported, no claim).
 
 Per run (final eval, validation rows): validation loss and per-class trigger accuracy (the
 plateau check: steps scale with depth, `steps_per_layer`, tokens per step held equal), the head

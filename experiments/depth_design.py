@@ -166,7 +166,8 @@ PRESETS = {
 }
 NOTES = {
     "quick": "k-hop and Bigram-Backcopy documents, d 64, 4 heads, depths 1–3, context 64, "
-    "4096 tokens/step, 1000 steps per layer, 3 seeds",
+    "4096 tokens/step, 1000 steps per layer, 3 seeds (about 55 min on 2 cores; the k-hop half "
+    "took 26 min)",
     "paper": "GPU: d 128, 4 heads, depths 1/2/4/8, context 128, 8192 tokens/step, 2000 steps per "
     "layer, 3 seeds (not yet run or timed on a GPU)",
 }

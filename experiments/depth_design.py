@@ -50,7 +50,7 @@ from sinks_jax.claims import check
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import TrainConfig, require
 from sinks_jax.config import run_config as plain_run_config
-from sinks_jax.model import Capture
+from sinks_jax.model import GPT, Capture
 from sinks_jax.tasks import corpus, lm, lm_presets
 
 CORPORA = ("khop", "bb")
@@ -188,10 +188,10 @@ def run_config(cfg: DepthDesignConfig, corpus_name: str, depth: int, seed: int) 
     )
 
 
-def trigger_accuracy(run: lm.LMRun) -> dict[str, float]:
-    """Accuracy of the argmax prediction after each trigger class (k-hop corpus only)."""
+def trigger_accuracy(run: lm.LMRun, model: GPT) -> dict[str, float]:
+    """Accuracy of `model`'s argmax prediction after each trigger class (k-hop corpus only)."""
     data = run.cfg.data
-    out = lm.forward(run.model(), run.batch, Capture())
+    out = lm.forward(model, run.batch, Capture())
     pred = np.asarray(jnp.argmax(out.logits, -1))
     x, y = np.asarray(run.batch.inputs), np.asarray(run.batch.targets)
     acc = {}
@@ -203,10 +203,9 @@ def trigger_accuracy(run: lm.LMRun) -> dict[str, float]:
 
 def measure(cfg: DepthDesignConfig, run: lm.LMRun, corpus_name: str) -> dict[str, Any]:
     last = run.evals[-1]
+    model = run.model()  # merged once for the three measurements below
     mask = lm.attention_mask(run.batch)
-    c = head_census.census(
-        run.model(), run.batch, lm.forward, mask, cfg.sink_eps[0], cfg.sweep.quiet
-    )
+    c = head_census.census(model, run.batch, lm.forward, mask, cfg.sink_eps[0], cfg.sweep.quiet)
     with_bos, without = mixing_inputs(
         run.store, cfg.sweep.mixing_sequences, cfg.sweep.mixing_length
     )
@@ -216,13 +215,14 @@ def measure(cfg: DepthDesignConfig, run: lm.LMRun, corpus_name: str) -> dict[str
         "seed": run.cfg.seed,
         "steps": run.cfg.train.steps,
         "val_loss": last["val_loss"],
-        "val_loss_at_3_4": run.evals[-2]["val_loss"] if len(run.evals) >= 2 else None,
+        # run_config puts an eval at every quarter of the steps
+        "val_loss_at_3_4": run.at_step(3 * run.cfg.train.eval_every)["val_loss"],
         f"sink_rate_{cfg.sink_eps[0]:g}": last[f"sink_rate_{cfg.sink_eps[0]:g}"],
         **c,
-        **over_mixing(run.model(), with_bos, without),
+        **over_mixing(model, with_bos, without),
     }
     if corpus_name == "khop":
-        row["trigger_accuracy"] = trigger_accuracy(run)
+        row["trigger_accuracy"] = trigger_accuracy(run, model)
     return row
 
 

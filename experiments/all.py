@@ -50,6 +50,7 @@ MODULES = (
     "experiments.depth_sweep",
     "experiments.depth_design",
     "experiments.packing_sweep",
+    "experiments.text_sink_search",
 )
 
 

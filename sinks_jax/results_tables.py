@@ -54,6 +54,7 @@ KEY_FIGURES = {
     "depth_sweep": "sink_vs_depth.png",
     "depth_design": "sink_heads_vs_depth.png",
     "packing_sweep": "loss_table.png",
+    "text_sink_search": "first_position_score.png",
 }
 
 

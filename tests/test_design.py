@@ -40,6 +40,7 @@ MODULES = [
     "depth_sweep",
     "depth_design",
     "packing_sweep",
+    "text_sink_search",
 ]
 TINY = ModelConfig(vocab_size=11, max_len=8, d_model=16, n_layers=2, n_heads=2, d_mlp=32)
 

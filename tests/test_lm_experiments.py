@@ -226,3 +226,28 @@ def test_depth_design_runs_both_corpora_and_counts_heads(tmp_path):
         assert (tmp_path / "out" / f).exists()
     with pytest.raises(ConfigError, match=r"data\.source"):
         dataclasses.replace(cfg, data=_data(tmp_path))
+
+
+def test_text_sink_search_trains_each_candidate_and_checks_them_first(tmp_path):
+    from experiments import text_sink_search as tss
+
+    # Every listed candidate is a valid config of the cpu preset (no training).
+    cpu = tss.PRESETS["cpu"]
+    for name, overrides in tss.CANDIDATES.items():
+        c = tss.candidate_config(cpu, name)
+        assert c.data.tokenizer == ("bpe" if "data.tokenizer=bpe" in overrides else "bytes")
+        assert c.data.seq_len * c.data.batch_size == 2048  # equal tokens per step
+    cfg = tss.TextSearchConfig(
+        model=TINY_MODEL,
+        data=_data(tmp_path),
+        train=TINY_TRAIN,
+        sweep=tss.TextSearch(candidates=("bytes",)),
+    )
+    out = tss.run(cfg, _ctx(tmp_path))
+    (row,) = out["runs"]
+    assert (row["candidate"], row["steps"]) == ("bytes", 12)
+    assert row["max first-position score at half"] is not None
+    assert len(out["claims"]) == 1
+    assert (tmp_path / "out" / "first_position_score.png").exists()
+    with pytest.raises(ConfigError, match=r"sweep\.candidates"):
+        tss.TextSearch(candidates=("bytes", "no_such_candidate"))

@@ -125,6 +125,18 @@ PRESETS = {
             long_seeds=0,
         ),
     ),
+    # One GPU, synthetic documents (no corpus to supply): contexts 32–256 at 8192 tokens/step,
+    # 3 seeds × 2000 steps. Sized from the Bigram-Backcopy paper step on an H100 (8.8 ms for
+    # 131k tokens) to take a few minutes; not yet timed.
+    "gpu": ContextSweepConfig(
+        model=dataclasses.replace(lm_presets.SMALL, max_len=256),
+        data=_sweep_corpus(lm_presets.SYNTHETIC, 256),
+        optim=lm_presets.QUICK_OPTIM,
+        train=TrainConfig(steps=2000, eval_every=250, checkpoint_every=2000, progress=False),
+        sweep=ContextSweep(
+            contexts=(32, 64, 128, 256), tokens_per_step=8192, long_factor=1, long_seeds=0
+        ),
+    ),
 }
 NOTES = {
     "quick": "synthetic BB documents, d 64, 2 layers × 4 heads, contexts 16–128, 2048 tokens/step, "
@@ -133,6 +145,8 @@ NOTES = {
     "steps (≈ 25 min on 2 cores, estimated from lm_sinks text's 12 steps/s)",
     "paper": "GPU: the lm_sinks paper model at contexts 128–2048, 256k tokens/step, 2000 steps "
     "(--set data.path=YOUR_CORPUS)",
+    "gpu": "GPU: synthetic BB documents, d 64, 2 layers × 4 heads, contexts 32–256, 8192 "
+    "tokens/step, 3 seeds × 2000 steps (a few minutes on one H100, estimated; not yet timed)",
 }
 
 

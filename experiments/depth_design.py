@@ -164,12 +164,18 @@ PRESETS = {
         sweep=DepthDesign(depths=(1, 2, 4, 8), steps_per_layer=2000),
     ),
 }
+# One GPU in minutes: the paper preset with half the steps per layer (not yet timed).
+PRESETS["gpu"] = dataclasses.replace(
+    PRESETS["paper"], sweep=DepthDesign(depths=(1, 2, 4, 8), steps_per_layer=1000)
+)
 NOTES = {
     "quick": "k-hop and Bigram-Backcopy documents, d 64, 4 heads, depths 1–3, context 64, "
     "4096 tokens/step, 1000 steps per layer, 3 seeds (about 55 min on 2 cores; the k-hop half "
     "took 26 min)",
     "paper": "GPU: d 128, 4 heads, depths 1/2/4/8, context 128, 8192 tokens/step, 2000 steps per "
     "layer, 3 seeds (not yet run or timed on a GPU)",
+    "gpu": "GPU: the paper preset at 1000 steps per layer (about 90k steps in all; minutes on "
+    "one H100, estimated; not yet timed)",
 }
 
 

@@ -142,6 +142,14 @@ PRESETS = {
             long_doc_len_max=4 * lm_presets.YOUR_CORPUS.seq_len,
         ),
     ),
+    # One GPU: the quick design with 4× the tokens per step and 4× the steps, so that the
+    # BOS-trained models can reach a clear sink (≥ CLEAR_SINK); not yet timed.
+    "gpu": PackingSweepConfig(
+        model=lm_presets.SMALL,
+        data=dataclasses.replace(PACKING_CORPUS, batch_size=128),
+        optim=lm_presets.QUICK_OPTIM,
+        train=TrainConfig(steps=6000, eval_every=1000, checkpoint_every=6000, progress=False),
+    ),
 }
 NOTES = {
     "quick": "synthetic BB documents of 16–80 tokens (256–320 for the long-document no_bos model), "
@@ -151,6 +159,8 @@ NOTES = {
     "(≈ 30 min on 2 cores, estimated from lm_sinks text's 12 steps/s)",
     "paper": "GPU: the lm_sinks paper model, one per packing plus a long-document no_bos model "
     "(--set data.path=YOUR_CORPUS)",
+    "gpu": "GPU: the quick design at 8192 tokens/step, 6 models × 6000 steps (a few minutes on "
+    "one H100, estimated; not yet timed)",
 }
 
 

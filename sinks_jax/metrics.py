@@ -23,10 +23,13 @@ def sink_scores(
     """The sink score α_k of every key (Gu et al. 2025): the mean over the queries that see key
     k of A[q, k] — [H,T] pooled over the batch (sum over sequences and queries / their number),
     or [B,H,T] per sequence. With a document mask, "queries that see k" are those whose mask row
-    includes k; without one, the causal queries t >= k.
+    includes k; without one, the causal queries t >= k. Virtual keys that a variant appends
+    after the T real ones (`sink_logit`, `sink_kv`, …: weights [B,H,T,T+n]) are left out; see
+    `virtual_mass`.
     """
     chex.assert_rank(att_BxHxTxT, 4)
-    t = att_BxHxTxT.shape[-1]
+    t = att_BxHxTxT.shape[-2]
+    att_BxHxTxT = att_BxHxTxT[..., :t]
     if mask_BxTxT is None:
         mask_BxTxT = jnp.tril(jnp.ones((t, t), bool))[None]
     chex.assert_rank(mask_BxTxT, 3)
@@ -36,6 +39,20 @@ def sink_scores(
     total = (att_BxHxTxT * sees).sum(axis=axes)
     count = sees.sum(axis=axes)
     return total / jnp.maximum(count, 1.0)
+
+
+def virtual_mass(att_BxHxTxS: jax.Array, query_mask_BxT: jax.Array | None = None) -> jax.Array:
+    """[H] mean attention mass each head puts off the T real keys, 1 − Σ_{s<T} A[t, s], over the
+    queries of `query_mask` (default all): the virtual keys' share for the softmax variants that
+    have one (`sink_logit`, `sink_kv`: weights [B,H,T,T+1]; `softmax1`: its implicit zero-logit
+    key, rows summing to < 1). Not a mass for `relu` / `sigmoid`, whose rows need not sum to 1."""
+    chex.assert_rank(att_BxHxTxS, 4)
+    b, _, t, _ = att_BxHxTxS.shape
+    off_BxHxT = 1.0 - att_BxHxTxS[..., :t].sum(-1)
+    q_BxT = jnp.ones((b, t), off_BxHxT.dtype)
+    if query_mask_BxT is not None:
+        q_BxT = jnp.asarray(query_mask_BxT, off_BxHxT.dtype)
+    return (off_BxHxT * q_BxT[:, None]).sum((0, 2)) / jnp.maximum(q_BxT.sum(), 1.0)
 
 
 def sink_rate(

@@ -1,5 +1,6 @@
 """Every metric on a hand-built case with a known answer."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -127,3 +128,33 @@ def test_active_dormant_probe():
 
     out = metrics.active_dormant(attention_fn, probes)
     assert out["active"].tolist() == [False, True]
+
+
+def test_sink_scores_leave_out_virtual_keys_and_virtual_mass_finds_them():
+    from flax import nnx
+
+    from sinks_jax.config import ModelConfig
+    from sinks_jax.forward import apply
+    from sinks_jax.model import GPT, Capture
+
+    x_BxT = jnp.asarray(np.random.default_rng(0).integers(0, 11, (2, 8)), jnp.int32)
+
+    def weights(attention: str) -> jax.Array:
+        cfg = ModelConfig(
+            vocab_size=11, max_len=8, d_model=16, n_layers=1, n_heads=2, d_mlp=32,
+            attention=attention,
+        )  # fmt: skip
+        out = apply(GPT(cfg, rngs=nnx.Rngs(0)), x_BxT, capture=Capture(attention=True))
+        return out.layers[0].attn_weights
+
+    soft, sink, one = weights("softmax"), weights("sink_logit"), weights("softmax1")
+    assert sink.shape == (2, 2, 8, 9)
+    assert one.shape == (2, 2, 8, 8)
+    # Same parameters: with the virtual key, each real weight is softmax's × (1 − virtual mass).
+    off_BxHxT = sink[..., 8]
+    np.testing.assert_allclose(sink[..., :8], soft * (1 - off_BxHxT[..., None]), atol=1e-6)
+    assert metrics.sink_scores(sink).shape == (2, 8)
+    np.testing.assert_allclose(metrics.virtual_mass(soft), 0.0, atol=1e-6)
+    np.testing.assert_allclose(metrics.virtual_mass(sink), off_BxHxT.mean((0, 2)), atol=1e-6)
+    # softmax1 is sink_logit with the logit fixed at its initial 0 (issue 17 §1).
+    np.testing.assert_allclose(metrics.virtual_mass(one), metrics.virtual_mass(sink), atol=1e-6)

@@ -51,6 +51,7 @@ MODULES = (
     "experiments.depth_design",
     "experiments.packing_sweep",
     "experiments.text_sink_search",
+    "experiments.attention_variants",
 )
 
 

@@ -55,6 +55,7 @@ KEY_FIGURES = {
     "depth_design": "sink_heads_vs_depth.png",
     "packing_sweep": "loss_table.png",
     "text_sink_search": "first_position_score.png",
+    "attention_variants": "variants_table.png",
 }
 
 

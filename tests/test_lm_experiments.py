@@ -251,3 +251,31 @@ def test_text_sink_search_trains_each_candidate_and_checks_them_first(tmp_path):
     assert (tmp_path / "out" / "first_position_score.png").exists()
     with pytest.raises(ConfigError, match=r"sweep\.candidates"):
         tss.TextSearch(candidates=("bytes", "no_such_candidate"))
+
+
+def test_attention_variants_table_has_a_row_per_variant_and_optimiser(tmp_path):
+    from experiments import attention_variants as av
+
+    cfg = av.VariantsConfig(
+        model=TINY_MODEL,
+        data=_data(tmp_path),
+        train=TINY_TRAIN,
+        sweep=av.VariantSweep(variants=("softmax", "sink_logit", "sigmoid"), n_seeds=1),
+    )
+    out = av.run(cfg, _ctx(tmp_path))
+    (table,) = out["tables"].values()
+    assert [(r["variant"], r["optimizer"]) for r in table] == [
+        ("softmax", "adamw"), ("sink_logit", "adamw"), ("sigmoid", "adamw"), ("softmax", "sgd"),
+    ]  # fmt: skip
+    runs = {(r["variant"], r["optimizer"]): r for r in out["runs"]}
+    assert runs[("sink_logit", "adamw")]["virtual_mass_max"] > 0  # the virtual key takes mass
+    assert abs(runs[("softmax", "adamw")]["virtual_mass_max"]) < 1e-5
+    assert table[0]["virtual-key mass (mean / max head)"] == "—"
+    assert all(r["kurtosis"] > 0 for r in out["runs"])
+    names = [c.name for c in out["claims"]]
+    assert names[0].startswith("sigmoid: first-position sink rate")
+    assert len(names) == 3  # sigmoid's sink rate, two loss ratios
+    assert (tmp_path / "out" / "variants_table.png").exists()
+    with pytest.raises(ConfigError, match=r"sweep\.variants"):
+        av.VariantSweep(variants=("relu",))  # no baseline
+    assert av.kurtosis(np.random.default_rng(0).normal(size=100_000)) == pytest.approx(3, abs=0.1)

@@ -24,7 +24,9 @@ Prediction and claims (seed means, quick: Bigram-Backcopy documents, where a hea
 rate ≤ 0.05); `gated` can output zero through its gate, so its sink rate is below `softmax`'s;
 `qk_norm` changes only the logits' scale, so it keeps ≥ 50 % of the baseline's sink rate; every
 variant trains to within 5 % of the baseline's validation loss. Report-only (open at small scale):
-whether `softmax1`, `sink_logit` and `sink_kv` move the no-op's mass from BOS to the virtual key.
+whether `softmax1`, `sink_logit` and `sink_kv` move the no-op's mass from BOS to the virtual key,
+and whether a sink logit that starts at ln T (`sink_logit_ln32`, registered here through the
+library's extension point) does.
 
 Outputs (results/attention_variants/<preset>/): metrics.json, `variants_table.png`.
 
@@ -34,11 +36,13 @@ Outputs (results/attention_variants/<preset>/): metrics.json, `variants_table.pn
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import numpy as np
 
 from sinks_jax import metrics, plotting
+from sinks_jax.attention import SinkLogitAttention, register_attention
 from sinks_jax.claims import check, check_if, ratio
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import OptimConfig, TrainConfig, require
@@ -47,8 +51,32 @@ from sinks_jax.errors import TrainingDivergedError
 from sinks_jax.model import Capture
 from sinks_jax.tasks import lm, lm_presets
 
-VARIANTS = ("softmax", "relu", "sigmoid", "softmax1", "sink_logit", "sink_kv", "gated", "qk_norm")
-VIRTUAL = ("softmax1", "sink_logit", "sink_kv")  # a virtual key whose mass `virtual_mass` reads
+
+@register_attention("sink_logit_ln32")
+class SinkLogitLn32(SinkLogitAttention):
+    """`sink_logit` with b_h = ln 32 at init: at the quick context T = 32 the virtual key starts
+    with as much mass as all real keys together would at zero logits (the issue's "ln T" init)."""
+
+    init_logit = math.log(32)
+
+
+VARIANTS = (
+    "softmax",
+    "relu",
+    "sigmoid",
+    "softmax1",
+    "sink_logit",
+    "sink_kv",
+    "gated",
+    "qk_norm",
+    "sink_logit_ln32",
+)
+VIRTUAL = (
+    "softmax1",
+    "sink_logit",
+    "sink_kv",
+    "sink_logit_ln32",
+)  # a virtual key whose mass `virtual_mass` reads
 PAPER_STATEMENT = (
     "Guo et al. 2024 (ReLU attention and SGD remove parts of the sink), Qiu et al. 2025 (gated "
     "attention: first-token attention 0.467 → 0.048), Gu et al. 2025 (sigmoid attention without "
@@ -113,7 +141,7 @@ PRESETS = {
 }
 NOTES = {
     "quick": "synthetic BB documents, d 64, 2 layers × 4 heads, context 32, 4096 tokens/step, "
-    "8 variants + the SGD row × 3 seeds × 1000 steps",
+    "9 variants (with sink_logit_ln32) + the SGD row × 3 seeds × 1000 steps",
     "paper": "the quick design at 4000 steps (GPU; not yet run or timed)",
 }
 

@@ -52,6 +52,7 @@ MODULES = (
     "experiments.packing_sweep",
     "experiments.text_sink_search",
     "experiments.attention_variants",
+    "experiments.lm_phenomenology",
 )
 
 

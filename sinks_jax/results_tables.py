@@ -56,6 +56,7 @@ KEY_FIGURES = {
     "packing_sweep": "loss_table.png",
     "text_sink_search": "first_position_score.png",
     "attention_variants": "variants_table.png",
+    "lm_phenomenology": "delimiter_sinks.png",
 }
 
 

@@ -42,6 +42,7 @@ MODULES = [
     "packing_sweep",
     "text_sink_search",
     "attention_variants",
+    "lm_phenomenology",
 ]
 TINY = ModelConfig(vocab_size=11, max_len=8, d_model=16, n_layers=2, n_heads=2, d_mlp=32)
 

@@ -14,6 +14,7 @@ from experiments import depth_sweep as ds
 from experiments import lm_sinks
 from experiments import packing_sweep as ps
 from sinks_jax import metrics
+from sinks_jax.batch import Batch
 from sinks_jax.cli import RunContext, main
 from sinks_jax.config import ModelConfig, TrainConfig
 from sinks_jax.errors import ConfigError
@@ -283,3 +284,40 @@ def test_attention_variants_table_has_a_row_per_variant_and_optimiser(tmp_path):
     with pytest.raises(ConfigError, match=r"sweep\.variants"):
         av.VariantSweep(variants=("relu",))  # no baseline
     assert av.kurtosis(np.random.default_rng(0).normal(size=100_000)) == pytest.approx(3, abs=0.1)
+
+
+def test_lm_phenomenology_measures_a_tiny_text_model(tmp_path):
+    from experiments import lm_phenomenology as ph
+    from sinks_jax.model import Capture
+
+    x_BxT = np.array([[256, 97, 10, 98, 46, 99, 10, 100]])
+    prev = ph.previous_position(x_BxT, (10,))
+    assert prev.tolist() == [[-1, -1, -1, 2, 2, 2, 2, 6]]  # strictly before t
+    rng = np.random.default_rng(0)
+    words = ["sink", "head", "token", "the", "of", "a"]
+    docs = [". ".join(" ".join(rng.choice(words, 5)) for _ in range(4)) + ".\n" for _ in range(120)]
+    text = tmp_path / "docs.txt"
+    text.write_text("\n\n\n".join(docs))
+    data = _data(tmp_path, source="path", path=str(text), packing="bos_window_start")
+    model_cfg = dataclasses.replace(TINY_MODEL, n_layers=2)
+    cfg = ph.PhenomenologyConfig(model=model_cfg, data=data, train=TINY_TRAIN)
+    out = ph.run(cfg, _ctx(tmp_path))
+    assert len(out["claims"]) == 1
+    assert {r["rank"] for r in out["low_rank"]} == {1, 2, 4, 8}
+    assert np.asarray(out["active_dormant"]["row_mass_max"]).shape == (2, 2)
+    for f in ("delimiter_sinks.png", "active_dormant_head.png", "low_rank_qk.png"):
+        assert (tmp_path / "out" / f).exists()
+    # Rank d_head reproduces the model; rank 1 changes it.
+    model = GPT(dataclasses.replace(model_cfg, vocab_size=259), rngs=nnx.Rngs(0))
+    tokens = rng.integers(0, 256, (2, 17))
+    batch = Batch(inputs=tokens[:, :-1], targets=tokens[:, 1:])
+    full = lm.forward(model, batch, Capture(attention=True))
+    same = lm.forward(ph.with_qk_rank(model, model.cfg.d_head), batch, Capture(attention=True))
+    for a, b in zip(full.layers, same.layers, strict=True):
+        np.testing.assert_allclose(a.attn_logits, b.attn_logits, atol=1e-4)
+    one = lm.forward(ph.with_qk_rank(model, 1), batch, Capture(attention=True))
+    assert not np.allclose(full.layers[0].attn_logits, one.layers[0].attn_logits, atol=1e-4)
+    # Sun et al.'s patch replaces only the entries above the threshold in the chosen dims.
+    edit = ph.MeanPatch(layers=(0,), dims=(1,), threshold=1.0, mean_D=jnp.full(3, 7.0))
+    x = jnp.array([[[5.0, 5.0, 5.0], [0.5, 0.5, 0.5]]])
+    np.testing.assert_array_equal(edit(x, 0), [[[5.0, 7.0, 5.0], [0.5, 0.5, 0.5]]])

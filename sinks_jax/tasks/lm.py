@@ -30,7 +30,7 @@ from sinks_jax.config import (
     require,
 )
 from sinks_jax.forward import apply
-from sinks_jax.model import GPT, Capture
+from sinks_jax.model import GPT, Capture, Interventions
 from sinks_jax.tasks import corpus
 from sinks_jax.train import TrainResult, train
 
@@ -160,12 +160,23 @@ def attention_mask(batch: Batch) -> jax.Array:
     return document_mask(jnp.asarray(batch.segment_ids))
 
 
-def forward(model: nnx.Module, batch: Batch, capture: Capture = LM_CAPTURE):
-    """The jitted forward pass on a (packed) batch, capturing attention and residuals."""
+def forward(
+    model: nnx.Module,
+    batch: Batch,
+    capture: Capture = LM_CAPTURE,
+    interventions: Interventions = Interventions(),
+):
+    """The jitted forward pass on a (packed) batch, capturing attention and residuals (and
+    with `interventions`' edits, if any)."""
     seg = None if batch.segment_ids is None else jnp.asarray(batch.segment_ids)
     pos = None if batch.positions is None else jnp.asarray(batch.positions)
     return apply(
-        model, jnp.asarray(batch.inputs), segment_ids_BxT=seg, positions_BxT=pos, capture=capture
+        model,
+        jnp.asarray(batch.inputs),
+        segment_ids_BxT=seg,
+        positions_BxT=pos,
+        capture=capture,
+        interventions=interventions,
     )
 
 

@@ -1,0 +1,500 @@
+"""What the sinks of a trained small GPT do: the phenomenology the three papers report in large
+LLMs, measured on our own model (issue 17 §3).
+
+One GPT is trained on a corpus (quick: the built-in Python documentation as bytes, BOS at the
+start of every window) and measured on its fixed validation rows:
+
+- **Delimiter sinks** (Zhang et al. 2025: sinks on punctuation): per head, the mean attention from
+  each token to the most recent newline / period / space strictly before it, beside the attention
+  to BOS (position 0); the heads whose top sink is a delimiter.
+- **Catch, tag, release** (Zhang et al. 2025): for every head whose top sink (BOS or a delimiter)
+  holds ≥ `catch_min` of its attention, the tokens it *catches* (≥ `caught_min` of their attention
+  on that sink); the share of the second moment of what the head writes on them (Σ_k A W_o v_k)
+  along its top direction (the *tag*: a common perturbation gives a share near 1), the tag's size
+  relative to the residual stream, and retrieval: the largest |correlation| between a later head's
+  attention logits to key s and the tag coordinate of s.
+- **Massive activations** (Sun et al. 2024): per layer, max |h| / median |h| of the residual
+  stream and where the largest entries sit (dimension, position class); Sun et al.'s intervention,
+  the entries above `massive_factor` × median in those dimensions set to the dimension's mean, with
+  the change in loss and in the first-position sink rate.
+- **Active / dormant heads on real text** (Guo et al. 2024 §4): per head and row, the BOS mass;
+  heads dormant (≥ `dormant`) on some rows and active (≤ `active`) on others; one such head's
+  maps on two rows.
+- **Low-rank sink circuits** (Zhang et al. 2025): every layer's joint query-key form (biases
+  included, [x 1] W_Q W_Kᵀ [x 1]ᵀ per head) truncated to rank r = 1, 2, 4, …, d_head: sink rate and
+  validation loss. (The rank-r + sparse split at a fixed parameter budget needs forms that do not
+  factor through d_head and is not built.)
+
+Claim: at least one catching head writes a tag: its top direction holds ≥ 50 % of the second
+moment of its outputs on the tokens it catches (undefined when no head catches).
+
+Outputs (results/lm_phenomenology/<preset>/): metrics.json, `delimiter_sinks.png`,
+`active_dormant_head.png`, `low_rank_qk.png`.
+
+    python -m experiments.lm_phenomenology --preset quick   # CPU
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from sinks_jax import metrics, plotting
+from sinks_jax.batch import Batch
+from sinks_jax.claims import check_if
+from sinks_jax.cli import Experiment, RunContext, main
+from sinks_jax.config import TrainConfig, require
+from sinks_jax.config import run_config as plain_run_config
+from sinks_jax.model import GPT, Capture, Edit, Interventions, ModelOutput
+from sinks_jax.tasks import corpus, lm, lm_presets
+
+DELIMITERS = {"newline": (10,), "period": (46,), "space": (32,)}
+SINKS = ("BOS", *DELIMITERS)
+PAPER_STATEMENT = (
+    "Zhang et al. 2025: sinks catch a span (BOS or a delimiter), tag it with a common "
+    "perturbation that a later head releases, through low-rank query-key forms; Sun et al. 2024: "
+    "massive activations sit at the sink; Guo et al. 2024 §4: heads are dormant on some inputs and "
+    "active on others."
+)
+CAPTURE = Capture(attention=True, head_outputs=True, residual=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Phenomenology:
+    catch_min: float = 0.3  # a head catches when its top sink holds this much attention
+    caught_min: float = 0.5  # a token is caught when this much of its attention is on the sink
+    tag_share: float = 0.5  # the claim's threshold
+    massive_factor: float = 20.0  # entries above this × median |h| count as massive
+    dormant: float = 0.9
+    active: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("catch_min", "caught_min", "tag_share", "dormant", "active"):
+            value = getattr(self, name)
+            require(0 < value <= 1, f"sweep.{name}", value, "in (0, 1]")
+        require(self.massive_factor > 1, "sweep.massive_factor", self.massive_factor, "> 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class PhenomenologyConfig(lm.LMConfig):
+    sweep: Phenomenology = Phenomenology()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(
+            self.model.positions != "rope",
+            "model.positions",
+            self.model.positions,
+            "not 'rope' (the low-rank forms are of position-free queries and keys)",
+        )
+        require(
+            self.model.attention == "softmax",
+            "model.attention",
+            self.model.attention,
+            "'softmax' (the measurements read one weight per real key)",
+        )
+
+
+PRESETS = {
+    "quick": PhenomenologyConfig(
+        model=lm_presets.TEXT_MODEL,
+        data=lm_presets.BUILTIN_TEXT,
+        optim=lm_presets.QUICK_OPTIM,
+        train=TrainConfig(steps=3000, eval_every=1000, checkpoint_every=3000, progress=False),
+    ),
+    "paper": PhenomenologyConfig(
+        model=lm_presets.TEXT_MODEL,
+        data=lm_presets.BUILTIN_TEXT,
+        optim=lm_presets.QUICK_OPTIM,
+        train=TrainConfig(steps=20_000, eval_every=2000, checkpoint_every=5000, progress=False),
+    ),
+}
+NOTES = {
+    "quick": "built-in Python docs, bytes, d 64, 4 layers × 4 heads, context 128, 2048 "
+    "tokens/step, 3000 steps",
+    "paper": "the quick model for 20 000 steps (GPU; not yet run or timed)",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Delimiter sinks
+
+
+def previous_position(inputs_BxT: np.ndarray, ids: tuple[int, ...]) -> np.ndarray:
+    """[B,T] index of the most recent token among `ids` strictly before t (−1: none)."""
+    x = np.asarray(inputs_BxT)
+    at = np.where(np.isin(x, ids), np.arange(x.shape[1])[None], -1)
+    last = np.maximum.accumulate(at, axis=1)
+    return np.concatenate([np.full((x.shape[0], 1), -1), last[:, :-1]], axis=1)
+
+
+def sink_positions(inputs_BxT: np.ndarray) -> dict[str, np.ndarray]:
+    """Per sink class, [B,T] the key each query would sink on (−1: none; BOS: position 0)."""
+    x = np.asarray(inputs_BxT)
+    bos = np.zeros(x.shape, int)
+    bos[:, 0] = -1  # the BOS query itself has no earlier key
+    out = {"BOS": bos}
+    out.update({name: previous_position(x, ids) for name, ids in DELIMITERS.items()})
+    return out
+
+
+def mass_on(att_BxHxTxS: np.ndarray, pos_BxT: np.ndarray) -> np.ndarray:
+    """[B,H,T] attention of each query on its key `pos` (0 where pos < 0)."""
+    h = att_BxHxTxS.shape[1]
+    idx = np.clip(pos_BxT, 0, None)[:, None, :, None].repeat(h, 1)
+    got = np.take_along_axis(np.asarray(att_BxHxTxS), idx, axis=-1)[..., 0]
+    return np.where(pos_BxT[:, None] >= 0, got, 0.0)
+
+
+def delimiter_scores(
+    out: ModelOutput, inputs_BxT: np.ndarray, real_BxT: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per sink class, [L,H] mean attention to it over the real queries that have one."""
+    scores = {}
+    for name, pos_BxT in sink_positions(inputs_BxT).items():
+        q_BxT = (pos_BxT >= 0) & real_BxT
+        per_layer = []
+        for obs in out.layers:
+            m_BxHxT = mass_on(obs.attn_weights, pos_BxT)
+            per_layer.append((m_BxHxT * q_BxT[:, None]).sum((0, 2)) / max(q_BxT.sum(), 1))
+        scores[name] = np.stack(per_layer)
+    return scores
+
+
+# ---------------------------------------------------------------------------------------------
+# Catch, tag, release
+
+
+def tag_of(o_NxD: np.ndarray) -> tuple[float, np.ndarray]:
+    """Share of Σ‖o‖² along the top right singular direction, and that direction."""
+    _, s, vt = np.linalg.svd(np.asarray(o_NxD, np.float64), full_matrices=False)
+    total = float((s**2).sum())
+    return (float(s[0] ** 2 / total) if total > 0 else float("nan")), vt[0]
+
+
+def catch_tag_release(
+    out: ModelOutput, inputs_BxT: np.ndarray, real_BxT: np.ndarray, sweep: Phenomenology
+) -> list[dict[str, Any]]:
+    """One row per catching head (see the module docstring)."""
+    scores = delimiter_scores(out, inputs_BxT, real_BxT)
+    positions = sink_positions(inputs_BxT)
+    stacked = np.stack([scores[s] for s in SINKS])  # [C,L,H]
+    rows = []
+    n_layers, n_heads = stacked.shape[1:]
+    for layer in range(n_layers):
+        h_in = np.asarray(out.embeddings if layer == 0 else out.layers[layer - 1].residual)
+        scale = float(np.linalg.norm(h_in, axis=-1)[real_BxT].mean())
+        for head in range(n_heads):
+            c = int(np.argmax(stacked[:, layer, head]))
+            if stacked[c, layer, head] < sweep.catch_min:
+                continue
+            sink = SINKS[c]
+            att = np.asarray(out.layers[layer].attn_weights)
+            m_BxT = mass_on(att, positions[sink])[:, head]
+            caught_BxT = (m_BxT >= sweep.caught_min) & real_BxT
+            o_BxTxD = np.asarray(out.layers[layer].head_outputs)[:, head]
+            row: dict[str, Any] = {
+                "layer": layer,
+                "head": head,
+                "sink": sink,
+                "sink_mass": float(stacked[c, layer, head]),
+                "caught_tokens": int(caught_BxT.sum()),
+                "tag_share": float("nan"),
+                "tag_norm_vs_residual": float("nan"),
+                "release_corr": float("nan"),
+                "release_head": None,
+            }
+            if caught_BxT.sum() >= 2:
+                share, u_D = tag_of(o_BxTxD[caught_BxT])
+                row["tag_share"] = share
+                row["tag_norm_vs_residual"] = float(
+                    np.abs(o_BxTxD[caught_BxT] @ u_D).mean() / max(scale, 1e-12)
+                )
+                tau_BxT = o_BxTxD @ u_D  # every token's coordinate on the tag
+                best = (0.0, None)
+                for later in range(layer + 1, n_layers):
+                    logits = np.asarray(out.layers[later].attn_logits)  # [B,H,T,S]
+                    t = logits.shape[2]
+                    pairs = np.tril(np.ones((t, t), bool), -1)  # keys s < t
+                    pairs[:, 0] = False  # leave BOS out: its own logit scale differs
+                    for h2 in range(n_heads):
+                        lg = logits[:, h2, :, :t][:, pairs]
+                        tau = np.broadcast_to(tau_BxT[:, None, :], (len(tau_BxT), t, t))[:, pairs]
+                        if lg.std() > 0 and tau.std() > 0:
+                            r = float(np.corrcoef(lg.ravel(), tau.ravel())[0, 1])
+                            if abs(r) > abs(best[0]):
+                                best = (r, [later, h2])
+                row["release_corr"], row["release_head"] = best
+            rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Massive activations
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MeanPatch(Edit):
+    """Sun et al. 2024's intervention: in `dims`, residual entries above `threshold` in
+    magnitude are set to the dimension's mean `mean_D`."""
+
+    site: ClassVar[str] = "residual"
+    dims: tuple[int, ...] = ()
+    threshold: float = 0.0
+    mean_D: Any = None
+
+    def __call__(self, x_BxTxD, layer):
+        in_D = jnp.isin(jnp.arange(x_BxTxD.shape[-1]), jnp.asarray(self.dims, jnp.int32))
+        hit = (jnp.abs(x_BxTxD) > self.threshold) & in_D
+        return jnp.where(hit, jnp.asarray(self.mean_D, x_BxTxD.dtype), x_BxTxD)
+
+
+def position_class(inputs_BxT: np.ndarray, b: int, t: int) -> str:
+    x = int(inputs_BxT[b, t])
+    if t == 0:
+        return "BOS" if x == corpus.BOS else "first"
+    for name, ids in DELIMITERS.items():
+        if x in ids:
+            return name
+    return "other"
+
+
+def first_sink_rate(out: ModelOutput, mask, eps: float) -> float:
+    scores = [np.asarray(metrics.sink_scores(o.attn_weights, mask))[:, 0] for o in out.layers]
+    return metrics.sink_rate(scores, eps)
+
+
+def massive_activations(
+    model: GPT, batch: Batch, out: ModelOutput, real_BxT: np.ndarray, sweep: Phenomenology, eps
+) -> dict[str, Any]:
+    inputs = np.asarray(batch.inputs)
+    per_layer = []
+    for layer, obs in enumerate(out.layers):
+        h_BxTxD = np.asarray(obs.residual)
+        a = np.abs(h_BxTxD) * real_BxT[..., None]
+        median = float(np.median(np.abs(h_BxTxD)[real_BxT]))
+        top = np.argsort(a.ravel())[::-1][:4]
+        where = [np.unravel_index(i, a.shape) for i in top]
+        per_layer.append(
+            {
+                "layer": layer,
+                "max_abs": float(a.max()),
+                "ratio_to_median": float(a.max() / max(median, 1e-12)),
+                "top_entries": [
+                    {"dim": int(d), "position": int(t), "class": position_class(inputs, b, t)}
+                    for b, t, d in where
+                ],
+                "median": median,
+            }
+        )
+    peak = max(per_layer, key=lambda r: r["ratio_to_median"])
+    layer = peak["layer"]
+    h_BxTxD = np.asarray(out.layers[layer].residual)
+    threshold = sweep.massive_factor * peak["median"]
+    dims = tuple(sorted({int(d) for d in np.nonzero((np.abs(h_BxTxD) > threshold).any((0, 1)))[0]}))
+    result: dict[str, Any] = {"per_layer": per_layer, "patched_layer": layer, "dims": list(dims)}
+    if dims:
+        mean_D = h_BxTxD[real_BxT].mean(0)
+        edit = MeanPatch(layers=(layer,), dims=dims, threshold=threshold, mean_D=mean_D)
+        mask = lm.attention_mask(batch)
+        patched = lm.forward(model, batch, CAPTURE, Interventions(edits=(edit,)))
+        result.update(
+            {
+                "loss_change": lm.val_loss(patched, batch) - lm.val_loss(out, batch),
+                "sink_rate_before": first_sink_rate(out, mask, eps),
+                "sink_rate_after": first_sink_rate(patched, mask, eps),
+                "patched_entries": int((np.abs(h_BxTxD[..., list(dims)]) > threshold).sum()),
+            }
+        )
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Active / dormant heads
+
+
+def row_bos_mass(out: ModelOutput, real_BxT: np.ndarray) -> np.ndarray:
+    """[L,B,H] mean attention to position 0 over each row's real queries t ≥ 1."""
+    q_BxT = real_BxT.copy()
+    q_BxT[:, 0] = False
+    return np.stack(
+        [
+            (np.asarray(o.attn_weights)[..., 0] * q_BxT[:, None]).sum(-1)
+            / np.maximum(q_BxT.sum(-1), 1)[:, None]
+            for o in out.layers
+        ]
+    )
+
+
+def active_dormant(mass_LxBxH: np.ndarray, sweep: Phenomenology) -> dict[str, Any]:
+    dormant = (mass_LxBxH >= sweep.dormant).any(1)
+    active = (mass_LxBxH <= sweep.active).any(1)
+    both = dormant & active
+    spread = mass_LxBxH.max(1) - mass_LxBxH.min(1)
+    layer, head = np.unravel_index(np.argmax(spread), spread.shape)
+    return {
+        "share_dormant_and_active": float(both.mean()),
+        "heads_dormant_and_active": [[int(a), int(b)] for a, b in np.argwhere(both)],
+        "row_mass_min": mass_LxBxH.min(1).tolist(),
+        "row_mass_max": mass_LxBxH.max(1).tolist(),
+        "widest_head": [int(layer), int(head)],
+        "widest_rows": [
+            int(np.argmax(mass_LxBxH[layer, :, head])),
+            int(np.argmin(mass_LxBxH[layer, :, head])),
+        ],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Low-rank query-key forms
+
+
+def with_qk_rank(model: GPT, r: int) -> GPT:
+    """A copy of `model` in which every head's joint form [W_Q; b_Q] [W_K; b_K]ᵀ ((D+1)² with
+    the bias row) is replaced by its rank-r truncation, refactored into the same shapes."""
+    graphdef, state = nnx.split(model)
+    copy = nnx.merge(graphdef, jax.tree.map(lambda a: a, state))
+    k = model.cfg.d_head
+    for block in copy.blocks:
+        q, kk = block.attn.query, block.attn.key
+        wq, wk = np.asarray(q.kernel[...]), np.asarray(kk.kernel[...])
+        bq = np.asarray(q.bias[...]) if q.bias is not None else np.zeros(wq.shape[1])
+        bk = np.asarray(kk.bias[...]) if kk.bias is not None else np.zeros(wk.shape[1])
+        aq, ak = np.vstack([wq, bq[None]]), np.vstack([wk, bk[None]])  # [D+1, H·K]
+        for h in range(model.cfg.n_heads):
+            cols = slice(h * k, (h + 1) * k)
+            u, s, vt = np.linalg.svd(aq[:, cols] @ ak[:, cols].T)
+            n = min(r, k)
+            new_q, new_k = np.zeros_like(aq[:, cols]), np.zeros_like(ak[:, cols])
+            new_q[:, :n] = u[:, :n] * np.sqrt(s[:n])
+            new_k[:, :n] = vt[:n].T * np.sqrt(s[:n])
+            aq[:, cols], ak[:, cols] = new_q, new_k
+        q.kernel.set_value(jnp.asarray(aq[:-1], q.kernel[...].dtype))
+        kk.kernel.set_value(jnp.asarray(ak[:-1], kk.kernel[...].dtype))
+        if q.bias is not None:
+            q.bias.set_value(jnp.asarray(aq[-1], q.bias[...].dtype))
+        if kk.bias is not None:
+            kk.bias.set_value(jnp.asarray(ak[-1], kk.bias[...].dtype))
+    return copy
+
+
+def low_rank_sweep(model: GPT, batch: Batch, eps: float) -> list[dict[str, Any]]:
+    mask = lm.attention_mask(batch)
+    ranks = sorted({2**i for i in range(int(np.log2(model.cfg.d_head)) + 1)} | {model.cfg.d_head})
+    rows = []
+    for r in ranks:
+        out = lm.forward(with_qk_rank(model, r), batch, Capture(attention=True))
+        rows.append(
+            {
+                "rank": r,
+                "val_loss": lm.val_loss(out, batch),
+                "sink_rate": first_sink_rate(out, mask, eps),
+            }
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# The experiment
+
+
+def run(cfg: PhenomenologyConfig, ctx: RunContext) -> dict[str, Any]:
+    r = lm.train_lm(plain_run_config(cfg), ctx.out_dir, ctx.resume)
+    model, batch = r.model(), r.batch
+    eps = cfg.sink_eps[0]
+    inputs = np.asarray(batch.inputs)
+    real_BxT = (
+        np.ones(inputs.shape, bool) if batch.loss_mask is None else np.asarray(batch.loss_mask) > 0
+    )
+    real_BxT &= inputs != corpus.PAD
+    out = lm.forward(model, batch, CAPTURE)
+    scores = delimiter_scores(out, inputs, real_BxT)
+    top_LxH = np.argmax(np.stack([scores[s] for s in SINKS]), axis=0)
+    delimiter_heads = [
+        {"layer": int(l), "head": int(h), "sink": SINKS[top_LxH[l, h]], "mass": float(m)}
+        for (l, h), m in np.ndenumerate(np.max(np.stack([scores[s] for s in SINKS]), 0))
+        if top_LxH[l, h] > 0
+    ]
+    ctr = catch_tag_release(out, inputs, real_BxT, cfg.sweep)
+    massive = massive_activations(model, batch, out, real_BxT, cfg.sweep, eps)
+    dormancy = active_dormant(row_bos_mass(out, real_BxT), cfg.sweep)
+    low_rank = low_rank_sweep(model, batch, eps)
+    shares = [c["tag_share"] for c in ctr if np.isfinite(c["tag_share"])]
+    claims = [
+        check_if(
+            bool(shares),
+            "no head catches tokens (no top sink holds catch_min of a head's attention)",
+            "largest tag share: top direction's part of a catching head's outputs on caught tokens",
+            max(shares) if shares else float("nan"),
+            ">=",
+            cfg.sweep.tag_share,
+            "sinks tag the tokens they catch with a common perturbation (Zhang et al. 2025)",
+        )
+    ]
+    tables = {
+        "Sink scores by class ([layer, head] rows)": [
+            {"layer": l, "head": h, **{s: float(scores[s][l, h]) for s in SINKS}}
+            for l in range(scores["BOS"].shape[0])
+            for h in range(scores["BOS"].shape[1])
+        ],
+        "Catching heads": [dict(c) for c in ctr],
+        "Massive activations per layer": [
+            {k: v for k, v in m.items() if k != "top_entries"} for m in massive["per_layer"]
+        ],
+        "Low-rank query-key forms": low_rank,
+    }
+    return {
+        "claims": claims,
+        "paper_statement": PAPER_STATEMENT,
+        "final_eval": r.evals[-1],
+        "delimiter_heads": delimiter_heads,
+        "catch_tag_release": ctr,
+        "massive_activations": massive,
+        "active_dormant": dormancy,
+        "low_rank": low_rank,
+        "tables": tables,
+        "figures": make_figures(ctx, scores, out, inputs, dormancy, low_rank),
+    }
+
+
+def make_figures(ctx, scores, out, inputs, dormancy, low_rank) -> list[str]:
+    plt = plotting.plt
+    files: list[str] = []
+    fig, axes = plt.subplots(1, len(SINKS), figsize=(3 * len(SINKS), 2.8))
+    for ax, s in zip(axes, SINKS, strict=True):
+        im = ax.imshow(scores[s], vmin=0, vmax=1, cmap="viridis")
+        ax.set(title=s, xlabel="head", ylabel="layer")
+    fig.colorbar(im, ax=axes, shrink=0.8)
+    files += ctx.save_figure(fig, "delimiter_sinks")
+
+    layer, head = dormancy["widest_head"]
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3.2))
+    for ax, row, label in zip(
+        axes, dormancy["widest_rows"], ("most BOS", "least BOS"), strict=True
+    ):
+        ax.imshow(np.asarray(out.layers[layer].attn_weights)[row, head], cmap="viridis", vmin=0)
+        ax.set(title=f"L{layer}H{head}, row {row} ({label})", xlabel="key", ylabel="query")
+    fig.tight_layout()
+    files += ctx.save_figure(fig, "active_dormant_head")
+
+    fig, ax1 = plt.subplots(figsize=(4.2, 3))
+    ranks = [r["rank"] for r in low_rank]
+    ax1.plot(ranks, [r["sink_rate"] for r in low_rank], "o-", label="sink rate")
+    ax1.set(xscale="log", xlabel="rank of each head's query-key form", ylabel="sink rate (ε = 0.3)")
+    ax2 = ax1.twinx()
+    ax2.plot(ranks, [r["val_loss"] for r in low_rank], "s--", color="tab:orange", label="loss")
+    ax2.set_ylabel("validation loss")
+    fig.tight_layout()
+    files += ctx.save_figure(fig, "low_rank_qk")
+    return files
+
+
+EXPERIMENT = Experiment("lm_phenomenology", __doc__, PRESETS, run, NOTES)
+
+if __name__ == "__main__":
+    raise SystemExit(main(EXPERIMENT))

@@ -222,7 +222,9 @@ def test_depth_design_runs_both_corpora_and_counts_heads(tmp_path):
         assert r["sink_heads"] + r["shrunk_heads"] + r["writing_heads"] == heads
         assert np.asarray(r["wov_norm"]).shape == (r["depth"], TINY_MODEL.n_heads)
     assert set(out["runs"][1]["trigger_accuracy"]) == {"hop_1", "hop_2"}
-    assert len(out["claims"]) == 2
+    assert len(out["claims"]) == 4
+    assert set(out["spearman_depth_vs_sink_heads"]) == {"khop", "bb"}
+    assert dd.eval_steps(6) == [0, 2, 3, 4, 6]  # quarters, rounded
     for f in ("sink_heads_vs_depth.png", "heads_by_kind.png"):
         assert (tmp_path / "out" / f).exists()
     with pytest.raises(ConfigError, match=r"data\.source"):

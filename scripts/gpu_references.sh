@@ -1,35 +1,43 @@
 #!/usr/bin/env bash
-# The small-GPT reference runs for one GPU (issue: GPU reference runs that finish in minutes), one
-# after another. Each run goes to $RUNS/<module> (default /tmp/gpu_runs, never $OUT: checkpoints
-# stay behind); its log (ending in a line "rc=… wall=…s") and its metrics.json come back flat under
-# $OUT as <module>.log and <module>_metrics.json (8 files for the four default runs). A run that
-# passes $LIMIT_S seconds (default 480) is stopped and its log says so (rc=124).
+# The small-GPT reference runs for one GPU, one after another. Each run goes to $RUNS/<module>
+# (default /tmp/gpu_runs: checkpoints stay behind); back under $OUT, flat, come <module>.log (ending
+# in "rc=… wall=…s") and <module>.tar.gz (metrics.json, report.md, config.json and the PNGs): two
+# files a module, 8 for four. A run that passes $LIMIT_S seconds (default 240) is stopped (rc=124;
+# whatever it finished stays in $RUNS). The script exits with the worst rc.
 #
 #   OUT=/folder/copied/back scripts/gpu_references.sh [MODULE:PRESET ...]
 #
-# Then, here: python -m sinks_jax.results_tables --add <run folder> --source "H100 …" (or copy
-# the metrics.json files under results/reference/<module>/<preset>/).
+# Device budget: one call runs at most 10 minutes and a session has 15 in all, so give each call
+# one or two modules (the default list is all four, for a machine without those limits). Then,
+# here: unpack a tarball into a folder and `python -m sinks_jax.results_tables --add FOLDER
+# --source "H100, …"` puts it under results/reference/<module>/<preset>/.
 set -uo pipefail
+out=$(realpath -m "${OUT:?set OUT to the folder that is copied back}")
 cd "$(dirname "$0")/.."
-out=${OUT:?set OUT to the folder that is copied back}
 runs=${RUNS:-/tmp/gpu_runs}
-limit=${LIMIT_S:-480}
+limit=${LIMIT_S:-240}
+python=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 mkdir -p "$out" "$runs"
 if [ $# -eq 0 ]; then
   set -- experiments.depth_design:gpu experiments.context_length_sweep:gpu \
     experiments.packing_sweep:gpu experiments.text_sink_search:paper
 fi
+worst=0
 for item in "$@"; do
   mod=${item%%:*}
   preset=${item#*:}
   name=${mod##*.}
   log="$out/$name.log"
   start=$(date +%s)
-  timeout "$limit" python -m "$mod" --preset "$preset" --out "$runs/$name" >"$log" 2>&1
+  timeout "$limit" "$python" -m "$mod" --preset "$preset" --out "$runs/$name" >"$log" 2>&1
   rc=$?
   echo "rc=$rc wall=$(($(date +%s) - start))s module=$mod preset=$preset" >>"$log"
-  if [ -f "$runs/$name/metrics.json" ]; then
-    cp "$runs/$name/metrics.json" "$out/${name}_metrics.json"
+  if [ "$rc" -gt "$worst" ]; then worst=$rc; fi
+  files=$(cd "$runs/$name" 2>/dev/null && ls metrics.json report.md config.json ./*.png 2>/dev/null)
+  if [ -n "$files" ]; then
+    # shellcheck disable=SC2086  # the names are the run's own, without spaces
+    (cd "$runs/$name" && tar -czf "$out/$name.tar.gz" $files)
   fi
 done
+exit "$worst"

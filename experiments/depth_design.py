@@ -39,6 +39,9 @@ Outputs (results/depth_design/<preset>/): metrics.json, `sink_heads_vs_depth.png
 `heads_by_kind.png`.
 
     python -m experiments.depth_design --preset quick   # CPU
+    python -m experiments.depth_design --preset quick --set sweep.steps_per_layer=2000
+
+A run at depth L trains `sweep.steps_per_layer` × L steps: `--steps` (`train.steps`) is not used.
 """
 
 from __future__ import annotations

@@ -12,7 +12,14 @@ machine, date, seed and the run folder it came from). Checkpoints and logs are n
 The section between `<!-- results:begin -->` and `<!-- results:end -->` in README.md is a pure
 function of those files: an overview table (seed, claims passed / failed / undefined, wall time)
 and every module's claims (paper value, measured, threshold, status), numbers to 4 significant
-digits. Everything outside the markers is left alone.
+digits. Everything outside the markers is left alone, except *table blocks*: a README block
+
+    <!-- table: <module>/<preset> | <table name> -->
+    <!-- table:end -->
+
+is filled with the table of that name from `results/reference/<module>/<preset>/metrics.json`
+(its `tables`), by the same `--write` and checked by `--check`: tables of any preset (a `cpu` or
+`gpu` reference beside the quick ones) shown where the prose needs them.
 """
 
 from __future__ import annotations
@@ -216,6 +223,39 @@ def render(
     return "\n".join(out) + "\n"
 
 
+TABLE_BLOCK = re.compile(
+    r"(?P<head><!-- table: (?P<src>[^\s|]+) \| (?P<name>[^\n]*?) -->\n)(?P<body>.*?)"
+    r"(?P<end><!-- table:end -->)",
+    re.S,
+)
+
+
+def render_table(root: str | Path, src: str, name: str) -> str:
+    """The markdown of table `name` of the reference run `root/src` (a line saying it is missing
+    when the run or the table is absent)."""
+    path = Path(root) / src / "metrics.json"
+    if not path.exists():
+        return f"No reference run yet: `{Path(root).as_posix()}/{src}`.\n"
+    rows = json.loads(path.read_text(encoding="utf-8")).get("tables", {}).get(name)
+    if not rows:
+        return f"No table {name!r} in `{path.as_posix()}`.\n"
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    lines = [
+        "| " + " | ".join(md_cell(c) for c in columns) + " |",
+        "| " + " | ".join("---" for _ in columns) + " |",
+    ]
+    lines += ["| " + " | ".join(md_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    lines.append(f"\n<sub>Generated from `{path.as_posix()}`.</sub>")
+    return "\n".join(lines) + "\n"
+
+
+def fill_tables(text: str, root: str | Path = REFERENCE) -> str:
+    """`text` with every table block's body rendered anew from the reference."""
+    return TABLE_BLOCK.sub(
+        lambda m: m["head"] + render_table(root, m["src"], m["name"]) + m["end"], text
+    )
+
+
 class MarkerError(ValueError):
     """The README lacks the markers (or has them out of order, or more than once)."""
 
@@ -408,22 +448,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {readme}: {err}", file=sys.stderr)
         return 2
     if args.check:
-        if old == section:
-            print(f"{readme}: results section matches {args.root}")
+        if old == section and fill_tables(text, args.root) == text:
+            print(f"{readme}: results section and table blocks match {args.root}")
             return 0
+        if old == section:
+            print(
+                f"{readme}: a table block is stale; run `python -m sinks_jax.results_tables "
+                "--write`",
+                file=sys.stderr,
+            )
+            return 1
         print(
             f"{readme}: results section is stale: {diff_summary(old, section)}; "
             "run `python -m sinks_jax.results_tables --write`",
             file=sys.stderr,
         )
         return 1
-    if old != section:
+    new = fill_tables(splice(text, section), args.root)
+    if new != text:
         from sinks_jax.run_dir import atomic_write_text
 
-        atomic_write_text(readme, splice(text, section))
-        print(f"{readme}: results section rewritten from {args.root}")
+        atomic_write_text(readme, new)
+        print(f"{readme}: results section and table blocks rewritten from {args.root}")
     else:
-        print(f"{readme}: results section already matches {args.root}")
+        print(f"{readme}: results section and table blocks already match {args.root}")
     return 0
 
 

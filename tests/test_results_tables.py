@@ -193,3 +193,29 @@ def test_stale_compares_reference_configs_with_the_current_presets(tmp_path):
     (folder / "metrics.json").write_text(json.dumps({**metrics, "config": config}))
     (diff,) = results_tables.stale(tmp_path)["adam_vs_sgd_peak"]
     assert diff.startswith(f"{first}: 'changed' -> ")
+
+
+def test_table_blocks_are_filled_from_any_preset_and_checked(reference, tmp_path, capsys):
+    cpu = reference / "gamma" / "cpu"
+    write_run(cpu, "gamma", CLAIMS_B)
+    metrics = json.loads((cpu / "metrics.json").read_text())
+    metrics["tables"] = {"Candidates": [{"name": "a", "loss": 1.23456}, {"name": "b|c"}]}
+    (cpu / "metrics.json").write_text(json.dumps(metrics))
+    readme = tmp_path / "README.md"
+    block = "<!-- table: gamma/cpu | Candidates -->\nstale\n<!-- table:end -->"
+    missing = "<!-- table: delta/gpu | Runs -->\n<!-- table:end -->"
+    readme.write_text(
+        f"{results_tables.BEGIN}\n{results_tables.END}\n\n{block}\n\nprose\n\n{missing}\n"
+    )
+    args = ["--root", str(reference), "--readme", str(readme)]
+    assert results_tables.main([*args, "--write"]) == 0
+    text = readme.read_text()
+    assert "| name | loss |\n| --- | --- |\n| a | 1.235 |\n| b\\|c | — |" in text
+    assert "stale" not in text
+    assert "No reference run yet: " in text  # delta/gpu has none
+    assert text.endswith("<!-- table:end -->\n")
+    assert results_tables.main([*args, "--check"]) == 0
+    readme.write_text(text.replace("| a | 1.235 |", "| a | 9 |"))
+    capsys.readouterr()
+    assert results_tables.main([*args, "--check"]) == 1
+    assert "table block is stale" in capsys.readouterr().err

@@ -175,7 +175,11 @@ PRESETS = {
 # One GPU in minutes (estimated, not yet timed): the paper model at depths 1, 2, 4 and 1500 steps
 # per layer (3 seeds × 2 corpora × 10.5k steps, 18 compiles).
 PRESETS["gpu"] = dataclasses.replace(
-    PRESETS["paper"], sweep=DepthDesign(depths=(1, 2, 4), steps_per_layer=1500)
+    PRESETS["paper"],
+    model=dataclasses.replace(
+        PRESETS["paper"].model, compute_dtype="bfloat16", fused_attention=True
+    ),
+    sweep=DepthDesign(depths=(1, 2, 4), steps_per_layer=1500),
 )
 NOTES = {
     "quick": "k-hop and Bigram-Backcopy documents, d 64, 4 heads, depths 1–3, context 64, "

@@ -183,8 +183,8 @@ PRESETS["gpu"] = dataclasses.replace(
 )
 NOTES = {
     "quick": "k-hop and Bigram-Backcopy documents, d 64, 4 heads, depths 1–3, context 64, "
-    "4096 tokens/step, 1000 steps per layer, 3 seeds (about 55 min on 2 cores; the k-hop half "
-    "took 26 min)",
+    "4096 tokens/step, 1000 steps per layer, 3 seeds (about 60 min on 2 cores: the k-hop half "
+    "26 min, the Bigram-Backcopy half 36; two seeds of both took 38 min)",
     "paper": "GPU: d 128, 4 heads, depths 1/2/4/8, context 128, 8192 tokens/step, 2000 steps per "
     "layer, 3 seeds (not yet run or timed on a GPU)",
     "gpu": "GPU: the paper model at depths 1/2/4, 1500 steps per layer, 3 seeds (63k steps in "

@@ -22,8 +22,12 @@ al. 2024: Adam 140 vs SGD 5 at their scale).
 Prediction and claims (seed means, quick: Bigram-Backcopy documents, where a head needs a no-op):
 `sigmoid` does not need the softmax budget to sum to one, so it makes no first-position sink (sink
 rate ≤ 0.05); `gated` can output zero through its gate, so its sink rate is below `softmax`'s;
-`qk_norm` changes only the logits' scale, so it keeps ≥ 50 % of the baseline's sink rate; every
-variant trains to within 5 % of the baseline's validation loss. Report-only (open at small scale):
+`qk_norm` changes only the logits' scale, so it keeps ≥ 50 % of the baseline's sink rate (both
+ratios read only when the baseline's sink rate is ≥ 0.2, else undefined); every variant trains to
+within 5 % of the baseline's validation loss. A diverged seed is a row of its own; seed means are
+over the seeds that trained, and a claim about a variant with a diverged seed is undefined. The SGD
+row runs without weight decay (with AdamW's 0.1 as L2 the weights vanished), so its kurtosis and
+massive activations compare optimiser and decay together. Report-only (open at small scale):
 whether `softmax1`, `sink_logit` and `sink_kv` move the no-op's mass from BOS to the virtual key,
 and whether a sink logit that starts at ln T (`sink_logit_ln32`, registered here through the
 library's extension point) does.
@@ -43,7 +47,7 @@ import numpy as np
 
 from sinks_jax import metrics, plotting
 from sinks_jax.attention import SinkLogitAttention, register_attention
-from sinks_jax.claims import check, check_if, ratio
+from sinks_jax.claims import check_if, ratio
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import OptimConfig, TrainConfig, require
 from sinks_jax.config import run_config as plain_run_config
@@ -71,6 +75,7 @@ VARIANTS = (
     "qk_norm",
     "sink_logit_ln32",
 )
+BASELINE_SINK_RATE = 0.2  # the softmax baseline must have this many sink heads for a ratio
 VIRTUAL = (
     "softmax1",
     "sink_logit",
@@ -93,7 +98,8 @@ class VariantSweep:
     variants: tuple[str, ...] = VARIANTS
     n_seeds: int = 3
     sgd: bool = True
-    sgd_lr: float = 0.3  # calibrated at quick: 0.3 trains to AdamW's loss, 1.0 diverges
+    # calibrated at quick on seed 0 (also in the table): 0.3 trains to AdamW's loss, 1.0 diverges
+    sgd_lr: float = 0.3
     sgd_momentum: float = 0.9
     # SGD's L2 decay acts as lr × wd / (1 − momentum) a step (0.1 a step with AdamW's 0.1: the
     # weights vanished within 1000 steps in a calibration run), so SGD has its own, default none.
@@ -121,6 +127,10 @@ class VariantSweep:
 @dataclasses.dataclass(frozen=True)
 class VariantsConfig(lm.LMConfig):
     sweep: VariantSweep = VariantSweep()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(0.3 in self.sink_eps, "sink_eps", self.sink_eps, "a tuple that holds 0.3")
 
 
 PRESETS = {
@@ -171,7 +181,8 @@ def run_configs(cfg: VariantsConfig) -> dict[tuple[str, str], lm.LMConfig]:
 
 
 def kurtosis(x: np.ndarray) -> float:
-    """E[(x − μ)^4] / σ^4 over all entries (3 for a Gaussian)."""
+    """E[(x − μ)^4] / σ^4 over all entries (3 for a Gaussian); pooled over tokens × dimensions,
+    so a few massive entries raise it (it is not independent of max |h| / median)."""
     x = np.asarray(x, np.float64).ravel()
     d = x - x.mean()
     var = (d**2).mean()
@@ -249,7 +260,8 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         sel = [r for r in rows if (r["variant"], r["optimizer"]) == (variant, opt)]
 
         def mean(k: str, sel=sel) -> float:
-            return float(np.mean([r[k] for r in sel]))
+            trained = [r[k] for r in sel if r["diverged"] is None]  # seeds that trained
+            return float(np.mean(trained)) if trained else float("nan")
 
         row: dict[str, Any] = {
             "variant": variant,
@@ -274,10 +286,13 @@ def make_claims(cfg: VariantsConfig, table: list[dict[str, Any]]) -> list:
     adam = {r["variant"]: r for r in table if r["optimizer"] == cfg.optim.name}
     base = adam["softmax"]
     rate = "sink rate ε=0.3"
+    stable = {v: row["diverged"] == 0 for v, row in adam.items()}
     claims = []
     if "sigmoid" in adam:
         claims.append(
-            check(
+            check_if(
+                stable["sigmoid"],
+                "a sigmoid seed diverged",
                 "sigmoid: first-position sink rate (ε = 0.3, seed mean)",
                 adam["sigmoid"][rate],
                 "<=",
@@ -285,13 +300,15 @@ def make_claims(cfg: VariantsConfig, table: list[dict[str, Any]]) -> list:
                 "no sink without the softmax normalisation (Gu et al. 2025)",
             )
         )
-    has_sink = base[rate] > 0
-    reason = "the softmax baseline has no sink head (sink rate 0)"
+    # A ratio of sink rates is read only when the baseline has a few sink heads (one head of
+    # eight would make the ratio move in steps of 1).
+    has_sink = stable["softmax"] and base[rate] >= BASELINE_SINK_RATE
+    reason = f"the softmax baseline's sink rate is below {BASELINE_SINK_RATE} (or it diverged)"
     if "gated" in adam:
         claims.append(
             check_if(
-                has_sink,
-                reason,
+                has_sink and stable["gated"],
+                reason + " or a gated seed diverged",
                 "gated / softmax: first-position sink rate",
                 ratio(adam["gated"][rate], base[rate]),
                 "<",
@@ -302,8 +319,8 @@ def make_claims(cfg: VariantsConfig, table: list[dict[str, Any]]) -> list:
     if "qk_norm" in adam:
         claims.append(
             check_if(
-                has_sink,
-                reason,
+                has_sink and stable["qk_norm"],
+                reason + " or a qk_norm seed diverged",
                 "qk_norm / softmax: first-position sink rate",
                 ratio(adam["qk_norm"][rate], base[rate]),
                 ">=",
@@ -316,7 +333,7 @@ def make_claims(cfg: VariantsConfig, table: list[dict[str, Any]]) -> list:
             continue
         claims.append(
             check_if(
-                row["diverged"] == 0 and base["diverged"] == 0,
+                stable[v] and stable["softmax"],
                 "a seed diverged (the claim covers the variants that train stably)",
                 f"{v}: validation loss / softmax's",
                 ratio(row["val loss"], base["val loss"]),
@@ -360,7 +377,8 @@ def run(cfg: VariantsConfig, ctx: RunContext) -> dict[str, Any]:
 def make_figures(ctx: RunContext, table: list[dict[str, Any]]) -> list[str]:
     plt = plotting.plt
     labels = [
-        r["variant"] + ("" if r["optimizer"] == "adamw" else f" ({r['optimizer']})") for r in table
+        r["variant"] + ("" if r["optimizer"] == table[0]["optimizer"] else f" ({r['optimizer']})")
+        for r in table
     ]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
     for ax, (title, key) in zip(

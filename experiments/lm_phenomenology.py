@@ -9,14 +9,18 @@ start of every window) and measured on its fixed validation rows:
   to BOS (position 0); the heads whose top sink is a delimiter.
 - **Catch, tag, release** (Zhang et al. 2025): for every head whose top sink (BOS or a delimiter)
   holds ≥ `catch_min` of its attention, the tokens it *catches* (≥ `caught_min` of their attention
-  on that sink); the share of the second moment of what the head writes on them (Σ_k A W_o v_k)
-  along its top direction (the *tag*: a common perturbation gives a share near 1), the tag's size
-  relative to the residual stream, and retrieval: the largest |correlation| between a later head's
-  attention logits to key s and the tag coordinate of s.
+  on that sink; at least 2 × d_model of them); the share of the variance of what the head writes
+  on them (Σ_k A W_o v_k) along its top principal direction (the issue's measure), beside a null
+  (the same share on as many uncaught tokens) and the uncentred share (a common perturbation, the
+  *tag*, gives ≈ 1 there: a head that reads one key writes one vector); the tag's size relative to
+  the residual stream; and release: the largest |correlation| between a later head's attention
+  logits (centred per query) to key s and the tag coordinate of s, beside the same with the
+  coordinates shuffled. Delimiter spans are pooled (one direction per head, not per span).
 - **Massive activations** (Sun et al. 2024): per layer, max |h| / median |h| of the residual
-  stream and where the largest entries sit (dimension, position class); Sun et al.'s intervention,
-  the entries above `massive_factor` × median in those dimensions set to the dimension's mean, with
-  the change in loss and in the first-position sink rate.
+  stream and where the largest entries sit (dimension, position class); Sun et al.'s intervention
+  in every layer that has entries above `massive_factor` × median: each set to the mean of its
+  dimension's massive entries, and, for contrast, to 0; the change in loss and in the
+  first-position sink rate.
 - **Active / dormant heads on real text** (Guo et al. 2024 §4): per head and row, the BOS mass;
   heads dormant (≥ `dormant`) on some rows and active (≤ `active`) on others; one such head's
   maps on two rows.
@@ -91,6 +95,12 @@ class PhenomenologyConfig(lm.LMConfig):
             "model.positions",
             self.model.positions,
             "not 'rope' (the low-rank forms are of position-free queries and keys)",
+        )
+        require(
+            not self.model.scan_layers,
+            "model.scan_layers",
+            self.model.scan_layers,
+            "False (the low-rank forms are edited per layer)",
         )
         require(
             self.model.attention == "softmax",
@@ -170,17 +180,53 @@ def delimiter_scores(
 # Catch, tag, release
 
 
-def tag_of(o_NxD: np.ndarray) -> tuple[float, np.ndarray]:
-    """Share of Σ‖o‖² along the top right singular direction, and that direction."""
-    _, s, vt = np.linalg.svd(np.asarray(o_NxD, np.float64), full_matrices=False)
+def top_share(o_NxD: np.ndarray, centred: bool = True) -> tuple[float, np.ndarray]:
+    """Share of the variance (or, uncentred, of Σ‖o‖²) along the top principal direction, and
+    that direction."""
+    o = np.asarray(o_NxD, np.float64)
+    if centred:
+        o = o - o.mean(0)
+    _, s, vt = np.linalg.svd(o, full_matrices=False)
     total = float((s**2).sum())
     return (float(s[0] ** 2 / total) if total > 0 else float("nan")), vt[0]
 
 
+def release_correlation(logits_BxHxTxS: np.ndarray, tau_BxT: np.ndarray, real_BxT: np.ndarray):
+    """[H] correlation, per later head, between its attention logit from query t to key s and
+    the tag coordinate of s, over real pairs 1 ≤ s < t, both centred over each query's keys
+    (softmax ignores a per-query offset)."""
+    t = tau_BxT.shape[1]
+    pairs_BxTxT = (
+        np.tril(np.ones((t, t), bool), -1)[None] & real_BxT[:, :, None] & real_BxT[:, None]
+    )
+    pairs_BxTxT[:, :, 0] = False  # BOS left out: its logit scale is its own
+    n = np.maximum(pairs_BxTxT.sum(-1, keepdims=True), 1)
+
+    def within_query(x_BxTxS: np.ndarray) -> np.ndarray:  # centred over each query's keys
+        return (x_BxTxS - (x_BxTxS * pairs_BxTxT).sum(-1, keepdims=True) / n)[pairs_BxTxT]
+
+    tau = within_query(np.broadcast_to(tau_BxT[:, None, :], pairs_BxTxT.shape))
+    corr = []
+    for lg_BxTxS in np.asarray(logits_BxHxTxS)[..., :t].transpose(1, 0, 2, 3):
+        x = within_query(lg_BxTxS)
+        ok = x.std() > 0 and tau.std() > 0
+        corr.append(float(np.corrcoef(x, tau)[0, 1]) if ok else float("nan"))
+    return np.asarray(corr)
+
+
 def catch_tag_release(
-    out: ModelOutput, inputs_BxT: np.ndarray, real_BxT: np.ndarray, sweep: Phenomenology
+    out: ModelOutput,
+    inputs_BxT: np.ndarray,
+    real_BxT: np.ndarray,
+    sweep: Phenomenology,
+    seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """One row per catching head (see the module docstring)."""
+    """One row per catching head (see the module docstring). The tag share is the centred
+    variance share on the caught tokens (the claim), beside the uncentred share and a null: the
+    centred share on as many uncaught tokens. Release: per later head, the correlation of its
+    centred logits with the tag coordinate of the keys, and the same with the coordinates
+    shuffled across keys (null)."""
+    rng = np.random.default_rng(seed)
     scores = delimiter_scores(out, inputs_BxT, real_BxT)
     positions = sink_positions(inputs_BxT)
     stacked = np.stack([scores[s] for s in SINKS])  # [C,L,H]
@@ -189,47 +235,58 @@ def catch_tag_release(
     for layer in range(n_layers):
         h_in = np.asarray(out.embeddings if layer == 0 else out.layers[layer - 1].residual)
         scale = float(np.linalg.norm(h_in, axis=-1)[real_BxT].mean())
+        o_BxHxTxD = np.asarray(out.layers[layer].head_outputs)
+        min_caught = 2 * o_BxHxTxD.shape[-1]  # enough tokens for a D-dimensional variance
         for head in range(n_heads):
             c = int(np.argmax(stacked[:, layer, head]))
             if stacked[c, layer, head] < sweep.catch_min:
                 continue
             sink = SINKS[c]
-            att = np.asarray(out.layers[layer].attn_weights)
-            m_BxT = mass_on(att, positions[sink])[:, head]
+            m_BxT = mass_on(np.asarray(out.layers[layer].attn_weights), positions[sink])[:, head]
             caught_BxT = (m_BxT >= sweep.caught_min) & real_BxT
-            o_BxTxD = np.asarray(out.layers[layer].head_outputs)[:, head]
+            uncaught = np.flatnonzero(((m_BxT < sweep.caught_min) & real_BxT).ravel())
+            o_BxTxD = o_BxHxTxD[:, head]
             row: dict[str, Any] = {
                 "layer": layer,
                 "head": head,
                 "sink": sink,
                 "sink_mass": float(stacked[c, layer, head]),
                 "caught_tokens": int(caught_BxT.sum()),
-                "tag_share": float("nan"),
-                "tag_norm_vs_residual": float("nan"),
-                "release_corr": float("nan"),
-                "release_head": None,
             }
-            if caught_BxT.sum() >= 2:
-                share, u_D = tag_of(o_BxTxD[caught_BxT])
-                row["tag_share"] = share
-                row["tag_norm_vs_residual"] = float(
-                    np.abs(o_BxTxD[caught_BxT] @ u_D).mean() / max(scale, 1e-12)
-                )
-                tau_BxT = o_BxTxD @ u_D  # every token's coordinate on the tag
-                best = (0.0, None)
-                for later in range(layer + 1, n_layers):
-                    logits = np.asarray(out.layers[later].attn_logits)  # [B,H,T,S]
-                    t = logits.shape[2]
-                    pairs = np.tril(np.ones((t, t), bool), -1)  # keys s < t
-                    pairs[:, 0] = False  # leave BOS out: its own logit scale differs
-                    for h2 in range(n_heads):
-                        lg = logits[:, h2, :, :t][:, pairs]
-                        tau = np.broadcast_to(tau_BxT[:, None, :], (len(tau_BxT), t, t))[:, pairs]
-                        if lg.std() > 0 and tau.std() > 0:
-                            r = float(np.corrcoef(lg.ravel(), tau.ravel())[0, 1])
-                            if abs(r) > abs(best[0]):
-                                best = (r, [later, h2])
-                row["release_corr"], row["release_head"] = best
+            if caught_BxT.sum() < min_caught:
+                rows.append(row)
+                continue
+            caught_NxD = o_BxTxD[caught_BxT]
+            share, _ = top_share(caught_NxD)
+            null = float("nan")
+            if len(uncaught) >= min_caught:
+                pick = rng.choice(uncaught, min(len(uncaught), len(caught_NxD)), replace=False)
+                null = top_share(o_BxTxD.reshape(-1, o_BxTxD.shape[-1])[pick])[0]
+            uncentred, u_common = top_share(caught_NxD, centred=False)
+            tau_BxT = o_BxTxD @ u_common  # every token's coordinate on the common direction
+            release, release_null = [], []
+            for later in range(layer + 1, n_layers):
+                logits = np.asarray(out.layers[later].attn_logits)
+                release += [((later, h), r) for h, r in enumerate(release_correlation(
+                    logits, tau_BxT, real_BxT))]  # fmt: skip
+                shuffled = rng.permuted(tau_BxT, axis=1)
+                release_null += list(release_correlation(logits, shuffled, real_BxT))
+            best = max(release, key=lambda x: abs(x[1]) if np.isfinite(x[1]) else -1, default=None)
+            row.update(
+                {
+                    "tag_share": share,
+                    "tag_share_null_uncaught": null,
+                    "tag_share_uncentred": uncentred,
+                    "tag_norm_vs_residual": float(
+                        np.abs(caught_NxD @ u_common).mean() / max(scale, 1e-12)
+                    ),
+                    "release_corr": None if best is None else best[1],
+                    "release_head": None if best is None else list(best[0]),
+                    "release_corr_null_max": float(np.nanmax(np.abs(release_null)))
+                    if release_null
+                    else None,
+                }
+            )
             rows.append(row)
     return rows
 
@@ -241,7 +298,8 @@ def catch_tag_release(
 @dataclasses.dataclass(frozen=True, eq=False)
 class MeanPatch(Edit):
     """Sun et al. 2024's intervention: in `dims`, residual entries above `threshold` in
-    magnitude are set to the dimension's mean `mean_D`."""
+    magnitude are set to `mean_D` (the mean of that dimension's massive entries; 0 to zero
+    them)."""
 
     site: ClassVar[str] = "residual"
     dims: tuple[int, ...] = ()
@@ -257,7 +315,9 @@ class MeanPatch(Edit):
 def position_class(inputs_BxT: np.ndarray, b: int, t: int) -> str:
     x = int(inputs_BxT[b, t])
     if t == 0:
-        return "BOS" if x == corpus.BOS else "first"
+        return "BOS" if x == corpus.BOS else "first token"
+    if t == 1 and int(inputs_BxT[b, 0]) == corpus.BOS:
+        return "first token"
     for name, ids in DELIMITERS.items():
         if x in ids:
             return name
@@ -272,43 +332,63 @@ def first_sink_rate(out: ModelOutput, mask, eps: float) -> float:
 def massive_activations(
     model: GPT, batch: Batch, out: ModelOutput, real_BxT: np.ndarray, sweep: Phenomenology, eps
 ) -> dict[str, Any]:
+    """Per layer: max |h| / median |h|, the largest entries (distinct (dimension, position
+    class) pairs) and the massive entries (> `massive_factor` × median). Then Sun et al.'s
+    intervention in every layer that has massive entries: each set to the mean of that
+    dimension's massive entries (the value it "should" have), and, for contrast, to 0."""
     inputs = np.asarray(batch.inputs)
-    per_layer = []
+    per_layer, means, zeros = [], [], []
     for layer, obs in enumerate(out.layers):
         h_BxTxD = np.asarray(obs.residual)
         a = np.abs(h_BxTxD) * real_BxT[..., None]
         median = float(np.median(np.abs(h_BxTxD)[real_BxT]))
-        top = np.argsort(a.ravel())[::-1][:4]
-        where = [np.unravel_index(i, a.shape) for i in top]
+        top: dict[tuple[int, str], float] = {}
+        for flat in np.argsort(a.ravel())[::-1][:256]:
+            b, t, d = np.unravel_index(flat, a.shape)
+            key = (int(d), position_class(inputs, b, t))
+            top.setdefault(key, float(a[b, t, d]))
+            if len(top) == 4:
+                break
+        threshold = sweep.massive_factor * median
+        hits = a > threshold
+        dims = tuple(int(d) for d in np.flatnonzero(hits.any((0, 1))))
         per_layer.append(
             {
                 "layer": layer,
                 "max_abs": float(a.max()),
                 "ratio_to_median": float(a.max() / max(median, 1e-12)),
-                "top_entries": [
-                    {"dim": int(d), "position": int(t), "class": position_class(inputs, b, t)}
-                    for b, t, d in where
-                ],
-                "median": median,
+                "massive_entries": int(hits.sum()),
+                "massive_dims": list(dims),
+                "top_entries": [{"dim": d, "class": c, "abs": v} for (d, c), v in top.items()],
             }
         )
-    peak = max(per_layer, key=lambda r: r["ratio_to_median"])
-    layer = peak["layer"]
-    h_BxTxD = np.asarray(out.layers[layer].residual)
-    threshold = sweep.massive_factor * peak["median"]
-    dims = tuple(sorted({int(d) for d in np.nonzero((np.abs(h_BxTxD) > threshold).any((0, 1)))[0]}))
-    result: dict[str, Any] = {"per_layer": per_layer, "patched_layer": layer, "dims": list(dims)}
-    if dims:
-        mean_D = h_BxTxD[real_BxT].mean(0)
-        edit = MeanPatch(layers=(layer,), dims=dims, threshold=threshold, mean_D=mean_D)
+        if dims:
+            mean_D = np.where(hits.any((0, 1)), (h_BxTxD * hits).sum((0, 1)), 0.0) / np.maximum(
+                hits.sum((0, 1)), 1
+            )
+            means.append(MeanPatch(layers=(layer,), dims=dims, threshold=threshold, mean_D=mean_D))
+            zeros.append(
+                MeanPatch(
+                    layers=(layer,), dims=dims, threshold=threshold, mean_D=np.zeros_like(mean_D)
+                )
+            )
+    result: dict[str, Any] = {
+        "per_layer": per_layer,
+        "patched_layers": [e.layers[0] for e in means],
+    }
+    if means:
         mask = lm.attention_mask(batch)
-        patched = lm.forward(model, batch, CAPTURE, Interventions(edits=(edit,)))
+        before = lm.val_loss(out, batch)
+        patch = Capture(attention=True)
+        to_mean = lm.forward(model, batch, patch, Interventions(edits=tuple(means)))
+        to_zero = lm.forward(model, batch, patch, Interventions(edits=tuple(zeros)))
         result.update(
             {
-                "loss_change": lm.val_loss(patched, batch) - lm.val_loss(out, batch),
                 "sink_rate_before": first_sink_rate(out, mask, eps),
-                "sink_rate_after": first_sink_rate(patched, mask, eps),
-                "patched_entries": int((np.abs(h_BxTxD[..., list(dims)]) > threshold).sum()),
+                "loss_change_mean_patch": lm.val_loss(to_mean, batch) - before,
+                "sink_rate_mean_patch": first_sink_rate(to_mean, mask, eps),
+                "loss_change_zero_patch": lm.val_loss(to_zero, batch) - before,
+                "sink_rate_zero_patch": first_sink_rate(to_zero, mask, eps),
             }
         )
     return result
@@ -361,6 +441,8 @@ def with_qk_rank(model: GPT, r: int) -> GPT:
     copy = nnx.merge(graphdef, jax.tree.map(lambda a: a, state))
     k = model.cfg.d_head
     for block in copy.blocks:
+        if block.attn is None:  # a layer without attention
+            continue
         q, kk = block.attn.query, block.attn.key
         wq, wk = np.asarray(q.kernel[...]), np.asarray(kk.kernel[...])
         bq = np.asarray(q.bias[...]) if q.bias is not None else np.zeros(wq.shape[1])
@@ -418,13 +500,13 @@ def run(cfg: PhenomenologyConfig, ctx: RunContext) -> dict[str, Any]:
     delimiter_heads = [
         {"layer": int(l), "head": int(h), "sink": SINKS[top_LxH[l, h]], "mass": float(m)}
         for (l, h), m in np.ndenumerate(np.max(np.stack([scores[s] for s in SINKS]), 0))
-        if top_LxH[l, h] > 0
+        if top_LxH[l, h] > 0 and m >= cfg.sweep.catch_min
     ]
     ctr = catch_tag_release(out, inputs, real_BxT, cfg.sweep)
     massive = massive_activations(model, batch, out, real_BxT, cfg.sweep, eps)
     dormancy = active_dormant(row_bos_mass(out, real_BxT), cfg.sweep)
     low_rank = low_rank_sweep(model, batch, eps)
-    shares = [c["tag_share"] for c in ctr if np.isfinite(c["tag_share"])]
+    shares = [c["tag_share"] for c in ctr if np.isfinite(c.get("tag_share", np.nan))]
     claims = [
         check_if(
             bool(shares),

@@ -309,8 +309,23 @@ def test_lm_phenomenology_measures_a_tiny_text_model(tmp_path):
     assert np.asarray(out["active_dormant"]["row_mass_max"]).shape == (2, 2)
     for f in ("delimiter_sinks.png", "active_dormant_head.png", "low_rank_qk.png"):
         assert (tmp_path / "out" / f).exists()
-    # Rank d_head reproduces the model; rank 1 changes it.
+    # The tag share: one common vector is all uncentred; noise along one axis is all centred.
+    common_NxD = np.tile(rng.normal(size=(1, 8)), (20, 1))
+    assert ph.top_share(common_NxD, centred=False)[0] == pytest.approx(1.0)
+    axis_NxD = rng.normal(size=(20, 1)) * np.eye(8)[3] + common_NxD
+    assert ph.top_share(axis_NxD)[0] == pytest.approx(1.0)
+    # Release: logits = tag of the key + any per-query offset correlate perfectly.
+    tau_BxT = rng.normal(size=(2, 6))
+    logits_BxHxTxS = (tau_BxT[:, None, None, :] + rng.normal(size=(2, 1, 6, 1))).repeat(2, 1)
+    logits_BxHxTxS[:, 1] = rng.normal(size=(2, 6, 6))
+    corr = ph.release_correlation(logits_BxHxTxS, tau_BxT, np.ones((2, 6), bool))
+    assert corr[0] == pytest.approx(1.0)
+    assert abs(corr[1]) < 0.9
+    # Rank d_head reproduces the model (biases folded in); rank 1 changes it.
     model = GPT(dataclasses.replace(model_cfg, vocab_size=259), rngs=nnx.Rngs(0))
+    for block in model.blocks:
+        for lin in (block.attn.query, block.attn.key):
+            lin.bias.set_value(jnp.asarray(rng.normal(size=lin.bias.shape), jnp.float32))
     tokens = rng.integers(0, 256, (2, 17))
     batch = Batch(inputs=tokens[:, :-1], targets=tokens[:, 1:])
     full = lm.forward(model, batch, Capture(attention=True))

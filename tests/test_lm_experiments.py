@@ -256,6 +256,7 @@ def test_text_sink_search_trains_each_candidate_and_checks_them_first(tmp_path):
         tss.TextSearch(candidates=("bytes", "no_such_candidate"))
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the SGD row diverges
 def test_attention_variants_table_has_a_row_per_variant_and_optimiser(tmp_path):
     from experiments import attention_variants as av
 

@@ -194,11 +194,7 @@ def measure(run: lm.LMRun) -> dict[str, Any]:
     last = run.evals[-1]
     out = lm.forward(run.model(), run.batch, MEASURE_CAPTURE)
     t = run.batch.inputs.shape[1]
-    real_BxT = (
-        np.ones(run.batch.inputs.shape, bool)
-        if run.batch.loss_mask is None
-        else np.asarray(run.batch.loss_mask) > 0
-    )
+    real_BxT = run.batch.counted()
     scores_LxH = np.asarray(last["first_scores"])
     layer, head = np.unravel_index(np.argmax(scores_LxH), scores_LxH.shape)
     virtual, peak, first_vs_others, kurt = [], [], [], []

@@ -17,3 +17,9 @@ class Batch(struct.PyTreeNode):
     loss_mask: Array | None = None  # [B,T] float32, 1 = counted
     segment_ids: Array | None = None  # [B,T] int32, 0 = padding
     positions: Array | None = None  # [B,T] int32
+
+    def counted(self) -> np.ndarray:
+        """[B,T] bool host mask of the positions the loss counts (all without a loss mask)."""
+        if self.loss_mask is None:
+            return np.ones(np.shape(self.inputs), bool)
+        return np.asarray(self.loss_mask) > 0

@@ -74,12 +74,7 @@ def census(
     `mask_BxTxT` is its attention mask; output norms average over the tokens of
     `batch.loss_mask`, or all). Lists are [L][H]."""
     out = forward(model, batch, CENSUS_CAPTURE)
-    inputs_BxT = np.asarray(batch.inputs)
-    real_BxT = (
-        np.ones(inputs_BxT.shape, bool)
-        if batch.loss_mask is None
-        else np.asarray(batch.loss_mask) > 0
-    )
+    real_BxT = batch.counted()
     wov = wov_norms(model)
     residual_in = [out.embeddings, *[obs.residual for obs in out.observed[:-1]]]
     bos, rel, absolute, kinds = [], [], [], []

@@ -218,16 +218,17 @@ def catch_tag_release(
     out: ModelOutput,
     inputs_BxT: np.ndarray,
     real_BxT: np.ndarray,
+    scores: dict[str, np.ndarray],
     sweep: Phenomenology,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """One row per catching head (see the module docstring). The tag share is the centred
+    """One row per catching head (see the module docstring); `scores` are `delimiter_scores` of
+    `out`. The tag share is the centred
     variance share on the caught tokens (the claim), beside the uncentred share and a null: the
     centred share on as many uncaught tokens. Release: per later head, the correlation of its
     centred logits with the tag coordinate of the keys, and the same with the coordinates
     shuffled across keys (null)."""
     rng = np.random.default_rng(seed)
-    scores = delimiter_scores(out, inputs_BxT, real_BxT)
     positions = sink_positions(inputs_BxT)
     stacked = np.stack([scores[s] for s in SINKS])  # [C,L,H]
     rows = []
@@ -236,13 +237,14 @@ def catch_tag_release(
         h_in = np.asarray(out.embeddings if layer == 0 else out.layers[layer - 1].residual)
         scale = float(np.linalg.norm(h_in, axis=-1)[real_BxT].mean())
         o_BxHxTxD = np.asarray(out.layers[layer].head_outputs)
+        att_BxHxTxS = np.asarray(out.layers[layer].attn_weights)
         min_caught = 2 * o_BxHxTxD.shape[-1]  # enough tokens for a D-dimensional variance
         for head in range(n_heads):
             c = int(np.argmax(stacked[:, layer, head]))
             if stacked[c, layer, head] < sweep.catch_min:
                 continue
             sink = SINKS[c]
-            m_BxT = mass_on(np.asarray(out.layers[layer].attn_weights), positions[sink])[:, head]
+            m_BxT = mass_on(att_BxHxTxS, positions[sink])[:, head]
             caught_BxT = (m_BxT >= sweep.caught_min) & real_BxT
             uncaught = np.flatnonzero(((m_BxT < sweep.caught_min) & real_BxT).ravel())
             o_BxTxD = o_BxHxTxD[:, head]
@@ -490,10 +492,7 @@ def run(cfg: PhenomenologyConfig, ctx: RunContext) -> dict[str, Any]:
     model, batch = r.model(), r.batch
     eps = cfg.sink_eps[0]
     inputs = np.asarray(batch.inputs)
-    real_BxT = (
-        np.ones(inputs.shape, bool) if batch.loss_mask is None else np.asarray(batch.loss_mask) > 0
-    )
-    real_BxT &= inputs != corpus.PAD
+    real_BxT = batch.counted() & (inputs != corpus.PAD)
     out = lm.forward(model, batch, CAPTURE)
     scores = delimiter_scores(out, inputs, real_BxT)
     top_LxH = np.argmax(np.stack([scores[s] for s in SINKS]), axis=0)
@@ -502,7 +501,7 @@ def run(cfg: PhenomenologyConfig, ctx: RunContext) -> dict[str, Any]:
         for (l, h), m in np.ndenumerate(np.max(np.stack([scores[s] for s in SINKS]), 0))
         if top_LxH[l, h] > 0 and m >= cfg.sweep.catch_min
     ]
-    ctr = catch_tag_release(out, inputs, real_BxT, cfg.sweep)
+    ctr = catch_tag_release(out, inputs, real_BxT, scores, cfg.sweep)
     massive = massive_activations(model, batch, out, real_BxT, cfg.sweep, eps)
     dormancy = active_dormant(row_bos_mass(out, real_BxT), cfg.sweep)
     low_rank = low_rank_sweep(model, batch, eps)

@@ -141,6 +141,7 @@ def run(cfg: TextSearchConfig, ctx: RunContext) -> dict[str, Any]:
     rows, curves = [], {}
     half = cfg.train.steps // 2
     lo, hi = (f"{e:g}" for e in (cfg.sink_eps[0], cfg.sink_eps[-1]))
+    ratios: dict[tuple, float] = {}  # tokens per byte, once per corpus and tokenizer
     for name, c in configs.items():
         print(f"[text_sink_search] {name}: {' '.join(CANDIDATES[name]) or 'base config'}")
         t0 = time.perf_counter()  # the candidate's wall time: tokenizer (if not cached) + training
@@ -156,7 +157,10 @@ def run(cfg: TextSearchConfig, ctx: RunContext) -> dict[str, Any]:
         last = r.evals[-1]
         curves[name] = [(e["step"], e["max_head_score"]) for e in r.evals]
         mid = r.at_step(half)
-        bits = tokens_per_byte(c.data, store) / math.log(2)  # nats/token -> bits/byte
+        key = (c.data.source, c.data.path, c.data.tokenizer, c.data.bpe_vocab)
+        if key not in ratios:
+            ratios[key] = tokens_per_byte(c.data, store)
+        bits = ratios[key] / math.log(2)  # nats/token -> bits/byte
         rows.append(
             {
                 "candidate": name,

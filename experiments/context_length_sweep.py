@@ -129,9 +129,7 @@ PRESETS = {
     # 32–256 at 8192 tokens/step, 3 seeds × 2000 steps. Sized from the Bigram-Backcopy paper step
     # on an H100 (8.8 ms for 131k tokens) to take a few minutes; not yet timed.
     "gpu": ContextSweepConfig(
-        model=dataclasses.replace(
-            lm_presets.SMALL, max_len=256, compute_dtype="bfloat16", fused_attention=True
-        ),
+        model=lm_presets.on_gpu(lm_presets.SMALL, max_len=256),
         data=_sweep_corpus(lm_presets.SYNTHETIC, 256),
         optim=lm_presets.QUICK_OPTIM,
         train=TrainConfig(steps=2000, eval_every=250, checkpoint_every=2000, progress=False),

@@ -176,9 +176,7 @@ PRESETS = {
 # per layer (3 seeds × 2 corpora × 10.5k steps, 18 compiles).
 PRESETS["gpu"] = dataclasses.replace(
     PRESETS["paper"],
-    model=dataclasses.replace(
-        PRESETS["paper"].model, compute_dtype="bfloat16", fused_attention=True
-    ),
+    model=lm_presets.on_gpu(PRESETS["paper"].model),
     sweep=DepthDesign(depths=(1, 2, 4), steps_per_layer=1500),
 )
 NOTES = {

@@ -145,7 +145,7 @@ PRESETS = {
     # One GPU: the quick design with 4× the tokens per step and 4× the steps, so that the
     # BOS-trained models can reach a clear sink (≥ CLEAR_SINK); not yet timed.
     "gpu": PackingSweepConfig(
-        model=dataclasses.replace(lm_presets.SMALL, compute_dtype="bfloat16", fused_attention=True),
+        model=lm_presets.on_gpu(lm_presets.SMALL),
         data=dataclasses.replace(PACKING_CORPUS, batch_size=128),
         optim=lm_presets.QUICK_OPTIM,
         train=TrainConfig(steps=6000, eval_every=1000, checkpoint_every=6000, progress=False),

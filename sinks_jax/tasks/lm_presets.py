@@ -5,6 +5,7 @@ the context, depth and packing sweeps): corpora, models, optimisers and the GPU 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from sinks_jax.config import ModelConfig, OptimConfig, TrainConfig
 from sinks_jax.tasks import corpus
@@ -54,6 +55,13 @@ PAPER_MODEL = ModelConfig(
     init="gpt2",
     mlp_activation="gelu",
 )
+
+
+def on_gpu(model: ModelConfig, **changes: Any) -> ModelConfig:
+    """`model` (with `changes`) on a GPU's fast paths: bf16 matmuls and fused attention."""
+    return dataclasses.replace(model, compute_dtype="bfloat16", fused_attention=True, **changes)
+
+
 QUICK_OPTIM = OptimConfig(name="adamw", lr=1e-3, b2=0.99, weight_decay=0.1)
 PAPER_OPTIM = OptimConfig(
     name="adamw",

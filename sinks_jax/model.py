@@ -22,6 +22,7 @@ from typing import ClassVar, TypeVar
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx, struct
 
 from sinks_jax.attention import (
@@ -86,13 +87,47 @@ INNER_ATTENTION_SITES = ("attn_logits", "attn_weights", "head_values", "head_out
 class Edit:
     """A static change of one site (`SITES`) in some layers. Subclass it, set `site`, implement
     `__call__(x, layer)`; keep fields hashable (tuples) — or declare `eq=False` to hold arrays,
-    e.g. activations to patch in (the edit is then a compile-time constant of its forward pass)."""
+    e.g. activations to patch in (the edit is then a compile-time constant of its forward pass,
+    and an edit holding another array object is another pass)."""
 
     site: ClassVar[str] = ""
     layers: tuple[int, ...] = ()
 
     def applies(self, layer: int) -> bool:
         return layer in self.layers
+
+    # Edits are static arguments of the jitted forward, so equality decides which compiled pass
+    # is reused. Every field of the subclass counts (a subclass declared `eq=False` inherits these,
+    # not a comparison of `layers` alone); arrays count by identity, so a patch with other values
+    # is another compiled pass, never a cached one with the old constants.
+    def _key(self) -> tuple:
+        values = (getattr(self, f.name) for f in dataclasses.fields(self))
+        return (type(self), *(_IdentityKey(v) if _is_array(v) else v for v in values))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Edit) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+
+def _is_array(value: object) -> bool:
+    return isinstance(value, (jax.Array, np.ndarray))
+
+
+class _IdentityKey:
+    """Compares and hashes the value it wraps by identity."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object):
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _IdentityKey) and other.value is self.value
+
+    def __hash__(self) -> int:
+        return id(self.value)
 
     def __call__(self, x: jax.Array, layer: int) -> jax.Array:
         raise NotImplementedError

@@ -21,6 +21,7 @@ from sinks_jax.attention import (
     with_virtual_keys,
 )
 from sinks_jax.config import ModelConfig
+from sinks_jax.forward import apply
 from sinks_jax.model import (
     GPT,
     SITES,
@@ -134,6 +135,21 @@ def test_a_custom_edit_patches_activations_without_touching_the_model():
         lambda m, t: m(t, interventions=Interventions(edits=(PatchResidual((1,), source),))).logits
     )
     np.testing.assert_allclose(jitted(model, TOKENS), patched.logits, rtol=1e-5, atol=1e-5)
+
+
+def test_edits_holding_other_arrays_are_other_compiled_passes():
+    """The cached forward treats edits as static: two patches of the same layer with other
+    values must not share a compiled pass (an `eq=False` edit compared by `layers` alone did)."""
+    model = GPT(CFG, rngs=nnx.Rngs(4))
+    first, second = (
+        model(t, capture=Capture(residual=True)).layers[1].residual for t in (TOKENS, TOKENS[::-1])
+    )
+    edits = [PatchResidual((1,), first), PatchResidual((1,), second)]
+    assert edits[0] != edits[1]
+    assert PatchResidual((1,), first) == PatchResidual((1,), first)  # same array object
+    a, b = (apply(model, TOKENS, interventions=Interventions(edits=(e,))).logits for e in edits)
+    np.testing.assert_allclose(b, model(TOKENS[::-1]).logits, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(a, b)
 
 
 def test_attention_to_bos_shorthand_is_the_ready_made_edit():

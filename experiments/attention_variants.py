@@ -32,6 +32,11 @@ whether `softmax1`, `sink_logit` and `sink_kv` move the no-op's mass from BOS to
 and whether a sink logit that starts at ln T (`sink_logit_ln32`, registered here through the
 library's extension point) does.
 
+Presets: `quick` (the table above, 2 cores), `quick4x` (the baseline and the virtual-key variants
+at 4× the steps, 2 cores), `text` (every row on real text: the lm_phenomenology model and corpus,
+where no first-position sink forms at this size, so the sink-rate ratios are undefined there),
+`paper` (quick at 4× the steps, GPU) and `gpu` (real text at 20 000 steps, GPU).
+
 Outputs (results/attention_variants/<preset>/): metrics.json, `variants_table.png`.
 
     python -m experiments.attention_variants --preset quick   # CPU
@@ -133,13 +138,34 @@ class VariantsConfig(lm.LMConfig):
         require(0.3 in self.sink_eps, "sink_eps", self.sink_eps, "a tuple that holds 0.3")
 
 
+QUICK_TRAIN = TrainConfig(steps=1000, eval_every=250, checkpoint_every=1000, progress=False)
+TEXT_TRAIN = TrainConfig(steps=3000, eval_every=1000, checkpoint_every=3000, progress=False)
 PRESETS = {
     # Bigram-Backcopy documents, one per row from BOS (the lm_sinks quick model and budget).
     "quick": VariantsConfig(
         model=lm_presets.SMALL,
         data=lm_presets.SYNTHETIC,
         optim=lm_presets.QUICK_OPTIM,
-        train=TrainConfig(steps=1000, eval_every=250, checkpoint_every=1000, progress=False),
+        train=QUICK_TRAIN,
+    ),
+    # The "4× budget" question on 2 cores: the baseline and the virtual-key variants at
+    # 4× quick's steps, 2 seeds (the whole table at 4× is the GPU `paper` preset).
+    "quick4x": VariantsConfig(
+        model=lm_presets.SMALL,
+        data=lm_presets.SYNTHETIC,
+        optim=lm_presets.QUICK_OPTIM,
+        train=dataclasses.replace(QUICK_TRAIN, steps=4000, eval_every=1000, checkpoint_every=4000),
+        sweep=VariantSweep(
+            variants=("softmax", "softmax1", "sink_logit", "sink_logit_ln32"), n_seeds=2, sgd=False
+        ),
+    ),
+    # Real text (the lm_phenomenology quick model and budget): no sink forms in it on 2 cores
+    # (text_sink_search), so the sink-rate ratios read as undefined there; the losses still read.
+    "text": VariantsConfig(
+        model=lm_presets.TEXT_MODEL,
+        data=lm_presets.BUILTIN_TEXT,
+        optim=lm_presets.QUICK_OPTIM,
+        train=TEXT_TRAIN,
     ),
     # One GPU: the quick design with 4× the steps (the "4× budget" question).
     "paper": VariantsConfig(
@@ -148,11 +174,23 @@ PRESETS = {
         optim=lm_presets.QUICK_OPTIM,
         train=TrainConfig(steps=4000, eval_every=1000, checkpoint_every=4000, progress=False),
     ),
+    # One GPU, real text: the text model for lm_phenomenology's paper budget, bf16.
+    "gpu": VariantsConfig(
+        model=lm_presets.on_gpu(lm_presets.TEXT_MODEL),
+        data=lm_presets.BUILTIN_TEXT,
+        optim=lm_presets.QUICK_OPTIM,
+        train=dataclasses.replace(TEXT_TRAIN, steps=20_000, eval_every=5000, checkpoint_every=5000),
+    ),
 }
 NOTES = {
     "quick": "synthetic BB documents, d 64, 2 layers × 4 heads, context 32, 4096 tokens/step, "
     "9 variants (with sink_logit_ln32) + the SGD row × 3 seeds × 1000 steps",
+    "quick4x": "the quick design at 4000 steps for softmax, softmax1, sink_logit and "
+    "sink_logit_ln32, 2 seeds, no SGD row",
+    "text": "built-in Python docs, bytes, d 64, 4 layers × 4 heads, context 128, 2048 tokens/step, "
+    "3000 steps, every variant + SGD × 3 seeds (about 2 h on 2 cores, estimated; not yet run)",
     "paper": "the quick design at 4000 steps (GPU; not yet run or timed)",
+    "gpu": "real text: the text preset at 20 000 steps in bf16 (GPU; not yet run or timed)",
 }
 
 

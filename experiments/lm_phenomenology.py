@@ -26,11 +26,17 @@ start of every window) and measured on its fixed validation rows:
   maps on two rows.
 - **Low-rank sink circuits** (Zhang et al. 2025): every layer's joint query-key form (biases
   included, [x 1] W_Q W_Kᵀ [x 1]ᵀ per head) truncated to rank r = 1, 2, 4, …, d_head: sink rate and
-  validation loss. (The rank-r + sparse split at a fixed parameter budget needs forms that do not
-  factor through d_head and is not built.)
+  validation loss. And the rank-r + sparse split (OATS-style) at a fixed budget of 2 r (D+1)
+  numbers per head: rank r alone, rank r/2 plus the largest entries of the rest, and magnitude
+  pruning alone (those forms do not factor through d_head: their logits are patched in layer by
+  layer at `attn_logits`). Prediction: the sink needs only a few directions (a key bias, a
+  query-independent term), so the low-rank terms keep the loss and any sink better than pruning.
 
-Claim: at least one catching head writes a tag: its top direction holds ≥ 50 % of the second
-moment of its outputs on the tokens it catches (undefined when no head catches).
+Claims: at least one catching head writes a tag: its top direction holds ≥ 50 % of the variance
+of its outputs on the tokens it catches (the issue's measure; undefined when no head catches);
+and, added with the null because a head's outputs lie in its d_head-wide span of W_o (so a top
+direction can hold half their variance on any tokens), the largest margin of a head's tag share
+over its uncaught-token null is ≥ 0.1.
 
 Outputs (results/lm_phenomenology/<preset>/): metrics.json, `delimiter_sinks.png`,
 `active_dormant_head.png`, `low_rank_qk.png`.
@@ -73,12 +79,13 @@ class Phenomenology:
     catch_min: float = 0.3  # a head catches when its top sink holds this much attention
     caught_min: float = 0.5  # a token is caught when this much of its attention is on the sink
     tag_share: float = 0.5  # the claim's threshold
+    tag_margin: float = 0.1  # caught tokens' share above the uncaught null (second claim)
     massive_factor: float = 20.0  # entries above this × median |h| count as massive
     dormant: float = 0.9
     active: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("catch_min", "caught_min", "tag_share", "dormant", "active"):
+        for name in ("catch_min", "caught_min", "tag_share", "tag_margin", "dormant", "active"):
             value = getattr(self, name)
             require(0 < value <= 1, f"sweep.{name}", value, "in (0, 1]")
         require(self.massive_factor > 1, "sweep.massive_factor", self.massive_factor, "> 1")
@@ -436,6 +443,33 @@ def active_dormant(mass_LxBxH: np.ndarray, sweep: Phenomenology) -> dict[str, An
 # Low-rank query-key forms
 
 
+def joint_factors(block) -> tuple[np.ndarray, np.ndarray]:
+    """[D+1, H·K] a layer's query and key maps with their biases as a last row: head h's joint
+    form is aq[:, h] ak[:, h]ᵀ, and its logit from t to s is [x_t 1] form [x_s 1]ᵀ / √K."""
+    q, k = block.attn.query, block.attn.key
+    wq, wk = np.asarray(q.kernel[...]), np.asarray(k.kernel[...])
+    bq = np.asarray(q.bias[...]) if q.bias is not None else np.zeros(wq.shape[1])
+    bk = np.asarray(k.bias[...]) if k.bias is not None else np.zeros(wk.shape[1])
+    return np.vstack([wq, bq[None]]), np.vstack([wk, bk[None]])
+
+
+def qk_forms(model: GPT) -> dict[int, np.ndarray]:
+    """{layer: [H, D+1, D+1] every head's joint query-key form (biases included)}."""
+    k = model.cfg.d_head
+    forms = {}
+    for layer, block in enumerate(model.blocks):
+        if block.attn is None:  # a layer without attention
+            continue
+        aq, ak = joint_factors(block)
+        forms[layer] = np.stack(
+            [
+                aq[:, h * k : (h + 1) * k] @ ak[:, h * k : (h + 1) * k].T
+                for h in range(model.cfg.n_heads)
+            ]
+        )
+    return forms
+
+
 def with_qk_rank(model: GPT, r: int) -> GPT:
     """A copy of `model` in which every head's joint form [W_Q; b_Q] [W_K; b_K]ᵀ ((D+1)² with
     the bias row) is replaced by its rank-r truncation, refactored into the same shapes."""
@@ -446,10 +480,7 @@ def with_qk_rank(model: GPT, r: int) -> GPT:
         if block.attn is None:  # a layer without attention
             continue
         q, kk = block.attn.query, block.attn.key
-        wq, wk = np.asarray(q.kernel[...]), np.asarray(kk.kernel[...])
-        bq = np.asarray(q.bias[...]) if q.bias is not None else np.zeros(wq.shape[1])
-        bk = np.asarray(kk.bias[...]) if kk.bias is not None else np.zeros(wk.shape[1])
-        aq, ak = np.vstack([wq, bq[None]]), np.vstack([wk, bk[None]])  # [D+1, H·K]
+        aq, ak = joint_factors(block)  # [D+1, H·K]
         for h in range(model.cfg.n_heads):
             cols = slice(h * k, (h + 1) * k)
             u, s, vt = np.linalg.svd(aq[:, cols] @ ak[:, cols].T)
@@ -465,6 +496,85 @@ def with_qk_rank(model: GPT, r: int) -> GPT:
         if kk.bias is not None:
             kk.bias.set_value(jnp.asarray(ak[-1], kk.bias[...].dtype))
     return copy
+
+
+def low_rank_plus_sparse(form_NxN: np.ndarray, rank: int, n_sparse: int) -> np.ndarray:
+    """The rank-`rank` truncation of `form` plus the `n_sparse` largest-magnitude entries of what
+    it leaves (OATS-style; rank 0 is magnitude pruning alone)."""
+    u, s, vt = np.linalg.svd(form_NxN)
+    low = (u[:, :rank] * s[:rank]) @ vt[:rank]
+    rest = form_NxN - low
+    keep = np.zeros(rest.size, bool)
+    if n_sparse > 0:
+        keep[np.argsort(np.abs(rest).ravel())[::-1][:n_sparse]] = True
+    return low + np.where(keep.reshape(rest.shape), rest, 0.0)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PatchLogits(Edit):
+    """Replace a layer's attention logits (before the mask) by given ones."""
+
+    site: ClassVar[str] = "attn_logits"
+    logits_BxHxTxS: Any = None
+
+    def __call__(self, x_BxHxTxS, layer):
+        return jnp.asarray(self.logits_BxHxTxS, x_BxHxTxS.dtype)
+
+
+def forward_with_forms(
+    model: GPT, batch: Batch, forms: dict[int, np.ndarray], capture: Capture
+) -> ModelOutput:
+    """The model with each layer's query-key forms replaced by `forms` ([H, D+1, D+1], of any
+    rank, so not refactorable into d_head-wide maps): layer by layer, the logits
+    [x̂_t 1] F [x̂_s 1]ᵀ / √d_head from the attention input x̂ of a pass in which the earlier
+    layers are already replaced, patched in at `attn_logits`."""
+    edits: list[Edit] = []
+    for layer in sorted(forms):
+        block = model.blocks[layer]
+        out = lm.forward(model, batch, Capture(residual=True), Interventions(edits=tuple(edits)))
+        h_BxTxD = out.embeddings if layer == 0 else out.layers[layer - 1].residual
+        pre_ln = model.cfg.norm == "pre" and block.ln_attn is not None
+        x_BxTxD = np.asarray(block.ln_attn(h_BxTxD) if pre_ln else h_BxTxD)  # attention input
+        xa_BxTxN = np.concatenate([x_BxTxD, np.ones((*x_BxTxD.shape[:2], 1))], axis=-1)
+        logits = np.einsum("btn,hnm,bsm->bhts", xa_BxTxN, forms[layer], xa_BxTxN)
+        edits.append(
+            PatchLogits(layers=(layer,), logits_BxHxTxS=logits / np.sqrt(model.cfg.d_head))
+        )
+    return lm.forward(model, batch, capture, Interventions(edits=tuple(edits)))
+
+
+def split_sweep(model: GPT, batch: Batch, eps: float) -> list[dict[str, Any]]:
+    """At the parameter budget of rank r (2 r (D+1) numbers per head, r = 1, 2, 4, …, d_head):
+    each head's form as rank r; as rank r/2 plus as many sparse entries as the other half of the
+    budget (r ≥ 2); and as that many of its largest entries alone (magnitude pruning). A sparse
+    entry counts as one number (its index is not counted)."""
+    mask = lm.attention_mask(batch)
+    forms = qk_forms(model)
+    n = model.cfg.d_model + 1
+    ranks = sorted({2**i for i in range(int(np.log2(model.cfg.d_head)) + 1)} | {model.cfg.d_head})
+    rows = []
+    for r in ranks:
+        budget = 2 * r * n
+        splits = [("rank r", r, 0), ("magnitude pruning", 0, budget)]
+        if r >= 2:
+            splits.insert(1, ("rank r/2 + sparse", r // 2, budget - 2 * (r // 2) * n))
+        for method, rank, n_sparse in splits:
+            new = {
+                layer: np.stack([low_rank_plus_sparse(f, rank, n_sparse) for f in f_HxNxN])
+                for layer, f_HxNxN in forms.items()
+            }
+            out = forward_with_forms(model, batch, new, Capture(attention=True))
+            rows.append(
+                {
+                    "budget per head": budget,
+                    "method": method,
+                    "rank": rank,
+                    "sparse entries": n_sparse,
+                    "val_loss": lm.val_loss(out, batch),
+                    "sink_rate": first_sink_rate(out, mask, eps),
+                }
+            )
+    return rows
 
 
 def low_rank_sweep(model: GPT, batch: Batch, eps: float) -> list[dict[str, Any]]:
@@ -505,7 +615,14 @@ def run(cfg: PhenomenologyConfig, ctx: RunContext) -> dict[str, Any]:
     massive = massive_activations(model, batch, out, real_BxT, cfg.sweep, eps)
     dormancy = active_dormant(row_bos_mass(out, real_BxT), cfg.sweep)
     low_rank = low_rank_sweep(model, batch, eps)
+    split = split_sweep(model, batch, eps)
     shares = [c["tag_share"] for c in ctr if np.isfinite(c.get("tag_share", np.nan))]
+    margins = [
+        c["tag_share"] - c["tag_share_null_uncaught"]
+        for c in ctr
+        if np.isfinite(c.get("tag_share", np.nan))
+        and np.isfinite(c.get("tag_share_null_uncaught", np.nan))
+    ]
     claims = [
         check_if(
             bool(shares),
@@ -515,7 +632,19 @@ def run(cfg: PhenomenologyConfig, ctx: RunContext) -> dict[str, Any]:
             ">=",
             cfg.sweep.tag_share,
             "sinks tag the tokens they catch with a common perturbation (Zhang et al. 2025)",
-        )
+        ),
+        # Added with the null: a head's outputs lie in its d_head-wide span of W_o, so a top
+        # direction can hold half their variance on any tokens; a tag is a direction that the
+        # caught tokens share more than the uncaught ones do.
+        check_if(
+            bool(margins),
+            "no catching head has enough caught and uncaught tokens for the comparison",
+            "largest tag share above its uncaught-token null (same head, as many tokens)",
+            max(margins) if margins else float("nan"),
+            ">=",
+            cfg.sweep.tag_margin,
+            "the tag marks the caught tokens, not any of the head's outputs (Zhang et al. 2025)",
+        ),
     ]
     tables = {
         "Sink scores by class ([layer, head] rows)": [
@@ -528,6 +657,7 @@ def run(cfg: PhenomenologyConfig, ctx: RunContext) -> dict[str, Any]:
             {k: v for k, v in m.items() if k != "top_entries"} for m in massive["per_layer"]
         ],
         "Low-rank query-key forms": low_rank,
+        "Rank-r + sparse split at a fixed budget": split,
     }
     return {
         "claims": claims,
@@ -538,12 +668,13 @@ def run(cfg: PhenomenologyConfig, ctx: RunContext) -> dict[str, Any]:
         "massive_activations": massive,
         "active_dormant": dormancy,
         "low_rank": low_rank,
+        "low_rank_sparse_split": split,
         "tables": tables,
-        "figures": make_figures(ctx, scores, out, inputs, dormancy, low_rank),
+        "figures": make_figures(ctx, scores, out, inputs, dormancy, low_rank, split),
     }
 
 
-def make_figures(ctx, scores, out, inputs, dormancy, low_rank) -> list[str]:
+def make_figures(ctx, scores, out, inputs, dormancy, low_rank, split) -> list[str]:
     plt = plotting.plt
     files: list[str] = []
     fig, axes = plt.subplots(1, len(SINKS), figsize=(3 * len(SINKS), 2.8))
@@ -563,13 +694,21 @@ def make_figures(ctx, scores, out, inputs, dormancy, low_rank) -> list[str]:
     fig.tight_layout()
     files += ctx.save_figure(fig, "active_dormant_head")
 
-    fig, ax1 = plt.subplots(figsize=(4.2, 3))
+    fig, (ax1, ax3) = plt.subplots(1, 2, figsize=(9, 3.2))
     ranks = [r["rank"] for r in low_rank]
     ax1.plot(ranks, [r["sink_rate"] for r in low_rank], "o-", label="sink rate")
     ax1.set(xscale="log", xlabel="rank of each head's query-key form", ylabel="sink rate (ε = 0.3)")
     ax2 = ax1.twinx()
     ax2.plot(ranks, [r["val_loss"] for r in low_rank], "s--", color="tab:orange", label="loss")
     ax2.set_ylabel("validation loss")
+    for method in dict.fromkeys(r["method"] for r in split):
+        sel = [r for r in split if r["method"] == method]
+        ax3.plot(
+            [r["budget per head"] for r in sel], [r["val_loss"] for r in sel], "o-", label=method
+        )
+    ax3.axhline(low_rank[-1]["val_loss"], color="gray", lw=0.8, ls=":", label="full form")
+    ax3.set(xscale="log", yscale="log", xlabel="numbers per head's form", ylabel="validation loss")
+    ax3.legend(fontsize=7)
     fig.tight_layout()
     files += ctx.save_figure(fig, "low_rank_qk")
     return files

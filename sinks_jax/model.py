@@ -96,6 +96,9 @@ class Edit:
     def applies(self, layer: int) -> bool:
         return layer in self.layers
 
+    def __call__(self, x: jax.Array, layer: int) -> jax.Array:
+        raise NotImplementedError
+
     # Edits are static arguments of the jitted forward, so equality decides which compiled pass
     # is reused. Every field of the subclass counts (a subclass declared `eq=False` inherits these,
     # not a comparison of `layers` alone); arrays count by identity, so a patch with other values
@@ -128,9 +131,6 @@ class _IdentityKey:
 
     def __hash__(self) -> int:
         return id(self.value)
-
-    def __call__(self, x: jax.Array, layer: int) -> jax.Array:
-        raise NotImplementedError
 
 
 @dataclasses.dataclass(frozen=True)

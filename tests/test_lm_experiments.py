@@ -305,8 +305,10 @@ def test_lm_phenomenology_measures_a_tiny_text_model(tmp_path):
     model_cfg = dataclasses.replace(TINY_MODEL, n_layers=2)
     cfg = ph.PhenomenologyConfig(model=model_cfg, data=data, train=TINY_TRAIN)
     out = ph.run(cfg, _ctx(tmp_path))
-    assert len(out["claims"]) == 1
+    assert len(out["claims"]) == 2
     assert {r["rank"] for r in out["low_rank"]} == {1, 2, 4, 8}
+    split = {(r["budget per head"], r["method"]) for r in out["low_rank_sparse_split"]}
+    assert len(split) == 3 * 4 - 1  # three methods per budget, no r/2 split at rank 1
     assert np.asarray(out["active_dormant"]["row_mass_max"]).shape == (2, 2)
     for f in ("delimiter_sinks.png", "active_dormant_head.png", "low_rank_qk.png"):
         assert (tmp_path / "out" / f).exists()
@@ -335,6 +337,22 @@ def test_lm_phenomenology_measures_a_tiny_text_model(tmp_path):
         np.testing.assert_allclose(a.attn_logits, b.attn_logits, atol=1e-4)
     one = lm.forward(ph.with_qk_rank(model, 1), batch, Capture(attention=True))
     assert not np.allclose(full.layers[0].attn_logits, one.layers[0].attn_logits, atol=1e-4)
+    # Forms patched in layer by layer: the model's own forms reproduce it, rank-1 forms reproduce
+    # the refactored rank-1 model (float32 logits: 1e-4).
+    forms = ph.qk_forms(model)
+    assert forms[0].shape == (2, 17, 17)
+    patched = ph.forward_with_forms(model, batch, forms, Capture(attention=True))
+    np.testing.assert_allclose(patched.logits, full.logits, atol=1e-4)
+    rank1 = {l: np.stack([ph.low_rank_plus_sparse(f, 1, 0) for f in fs]) for l, fs in forms.items()}
+    patched = ph.forward_with_forms(model, batch, rank1, Capture(attention=True))
+    for a, b in zip(one.layers, patched.layers, strict=True):
+        np.testing.assert_allclose(a.attn_logits, b.attn_logits, atol=1e-4)
+    # Rank 0 + k sparse keeps exactly the k largest entries; full rank + 0 is the form itself.
+    form = rng.normal(size=(5, 5))
+    kept = ph.low_rank_plus_sparse(form, 0, 3)
+    assert np.count_nonzero(kept) == 3
+    assert set(np.abs(kept[kept != 0])) == set(np.sort(np.abs(form).ravel())[-3:])
+    np.testing.assert_allclose(ph.low_rank_plus_sparse(form, 5, 0), form, atol=1e-12)
     # Sun et al.'s patch replaces only the entries above the threshold in the chosen dims.
     edit = ph.MeanPatch(layers=(0,), dims=(1,), threshold=1.0, mean_D=jnp.full(3, 7.0))
     x = jnp.array([[[5.0, 5.0, 5.0], [0.5, 0.5, 0.5]]])

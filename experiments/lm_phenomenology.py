@@ -80,6 +80,9 @@ class Phenomenology:
     caught_min: float = 0.5  # a token is caught when this much of its attention is on the sink
     tag_share: float = 0.5  # the claim's threshold
     tag_margin: float = 0.1  # caught tokens' share above the uncaught null (second claim)
+    split_ranks: tuple[int, ...] | None = (
+        None  # budgets of the split sweep; None: 1, 2, 4, …, d_head
+    )
     massive_factor: float = 20.0  # entries above this × median |h| count as massive
     dormant: float = 0.9
     active: float = 0.5
@@ -89,6 +92,12 @@ class Phenomenology:
             value = getattr(self, name)
             require(0 < value <= 1, f"sweep.{name}", value, "in (0, 1]")
         require(self.massive_factor > 1, "sweep.massive_factor", self.massive_factor, "> 1")
+        require(
+            self.split_ranks is None or (self.split_ranks and min(self.split_ranks) >= 1),
+            "sweep.split_ranks",
+            self.split_ranks,
+            "None or a non-empty tuple of ranks >= 1",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -543,7 +552,9 @@ def forward_with_forms(
     return lm.forward(model, batch, capture, Interventions(edits=tuple(edits)))
 
 
-def split_sweep(model: GPT, batch: Batch, eps: float) -> list[dict[str, Any]]:
+def split_sweep(
+    model: GPT, batch: Batch, eps: float, ranks: tuple[int, ...] | None = None
+) -> list[dict[str, Any]]:
     """At the parameter budget of rank r (2 r (D+1) numbers per head, r = 1, 2, 4, …, d_head):
     each head's form as rank r; as rank r/2 plus as many sparse entries as the other half of the
     budget (r ≥ 2); and as that many of its largest entries alone (magnitude pruning). A sparse
@@ -551,7 +562,10 @@ def split_sweep(model: GPT, batch: Batch, eps: float) -> list[dict[str, Any]]:
     mask = lm.attention_mask(batch)
     forms = qk_forms(model)
     n = model.cfg.d_model + 1
-    ranks = sorted({2**i for i in range(int(np.log2(model.cfg.d_head)) + 1)} | {model.cfg.d_head})
+    if ranks is None:
+        ranks = tuple(
+            sorted({2**i for i in range(int(np.log2(model.cfg.d_head)) + 1)} | {model.cfg.d_head})
+        )
     rows = []
     for r in ranks:
         budget = 2 * r * n
@@ -615,7 +629,7 @@ def run(cfg: PhenomenologyConfig, ctx: RunContext) -> dict[str, Any]:
     massive = massive_activations(model, batch, out, real_BxT, cfg.sweep, eps)
     dormancy = active_dormant(row_bos_mass(out, real_BxT), cfg.sweep)
     low_rank = low_rank_sweep(model, batch, eps)
-    split = split_sweep(model, batch, eps)
+    split = split_sweep(model, batch, eps, cfg.sweep.split_ranks)
     shares = [c["tag_share"] for c in ctr if np.isfinite(c.get("tag_share", np.nan))]
     margins = [
         c["tag_share"] - c["tag_share_null_uncaught"]

@@ -30,7 +30,10 @@ row runs without weight decay (with AdamW's 0.1 as L2 the weights vanished), so 
 massive activations compare optimiser and decay together. Report-only (open at small scale):
 whether `softmax1`, `sink_logit` and `sink_kv` move the no-op's mass from BOS to the virtual key,
 and whether a sink logit that starts at ln T (`sink_logit_ln32`, registered here through the
-library's extension point) does.
+library's extension point) does. Prediction for it (written before `quick4x` ran): the virtual key
+is an exact no-op from the first step while BOS becomes one only once its value drains, so with
+4× the steps the virtual key's mass should grow and the BOS sink shrink, and the ln T start (half
+of a head's mass on the virtual key at zero logits) should show it most.
 
 Presets: `quick` (the table above, 2 cores), `quick4x` (the baseline and the virtual-key variants
 at 4× the steps, 2 cores), `text` (every row on real text: the lm_phenomenology model and corpus,

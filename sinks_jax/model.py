@@ -100,22 +100,33 @@ class Edit:
         raise NotImplementedError
 
     # Edits are static arguments of the jitted forward, so equality decides which compiled pass
-    # is reused. Every field of the subclass counts (a subclass declared `eq=False` inherits these,
-    # not a comparison of `layers` alone); arrays count by identity, so a patch with other values
-    # is another compiled pass, never a cached one with the old constants.
-    def _key(self) -> tuple:
-        values = (getattr(self, f.name) for f in dataclasses.fields(self))
-        return (type(self), *(_IdentityKey(v) if _is_array(v) else v for v in values))
+    # is reused. `static_key` holds every field of the subclass (whatever its own dataclass
+    # options), a jax array by identity and a numpy array by content, so a patch with other
+    # values is another compiled pass, never a cached one with the old constants. `Interventions`
+    # compares its edits by this key.
+    def static_key(self) -> tuple:
+        """Taken once. Give each edit arrays of its own: JAX itself may reuse a numpy constant
+        it has seen by object, so a buffer refilled in place can be read stale."""
+        key = self.__dict__.get("_static_key")
+        if key is None:
+            values = tuple(getattr(self, f.name) for f in dataclasses.fields(self))
+            key = (type(self), jax.tree.map(_array_key, values))
+            object.__setattr__(self, "_static_key", key)  # a frozen dataclass: a cache, not a field
+        return key
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Edit) and self._key() == other._key()
+        return isinstance(other, Edit) and self.static_key() == other.static_key()
 
     def __hash__(self) -> int:
-        return hash(self._key())
+        return hash(self.static_key())
 
 
-def _is_array(value: object) -> bool:
-    return isinstance(value, (jax.Array, np.ndarray))
+def _array_key(value: object) -> object:
+    if isinstance(value, np.ndarray):
+        return ("numpy", value.shape, value.dtype.str, value.tobytes())
+    if isinstance(value, jax.Array):
+        return _IdentityKey(value)
+    return value
 
 
 class _IdentityKey:
@@ -212,6 +223,16 @@ class Interventions:
     zero_mlp: tuple[int, ...] = ()
     attention_to_bos: tuple[tuple[int, int], ...] = ()  # (layer, head) pairs
     edits: tuple[Edit, ...] = ()
+
+    def _key(self) -> tuple:
+        edits = tuple(e.static_key() for e in self.edits)
+        return (self.zero_attention, self.zero_mlp, self.attention_to_bos, edits)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Interventions) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     def all_edits(self) -> tuple[Edit, ...]:
         ready: list[Edit] = []

@@ -150,6 +150,21 @@ def test_edits_holding_other_arrays_are_other_compiled_passes():
     a, b = (apply(model, TOKENS, interventions=Interventions(edits=(e,))).logits for e in edits)
     np.testing.assert_allclose(b, model(TOKENS[::-1]).logits, rtol=1e-5, atol=1e-5)
     assert not np.allclose(a, b)
+    # The array field of an eq=False subclass of a ready-made (eq=True) edit counts too.
+    scaled = [ScaleByPosition((0,), factor_S=np.full(TOKENS.shape[1], f)) for f in (1.0, 0.0)]
+    a, b = (apply(model, TOKENS, interventions=Interventions(edits=(e,))).logits for e in scaled)
+    np.testing.assert_allclose(a, model(TOKENS).logits, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(a, b)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ScaleByPosition(ScaleValues):
+    """Scale each key position's values by its own factor (an array field)."""
+
+    factor_S: np.ndarray | None = None
+
+    def __call__(self, v_BxSxHxK, layer):
+        return v_BxSxHxK * jnp.asarray(self.factor_S)[None, :, None, None]
 
 
 def test_attention_to_bos_shorthand_is_the_ready_made_edit():

@@ -24,19 +24,22 @@ start of every window) and measured on its fixed validation rows:
 - **Active / dormant heads on real text** (Guo et al. 2024 §4): per head and row, the BOS mass;
   heads dormant (≥ `dormant`) on some rows and active (≤ `active`) on others; one such head's
   maps on two rows.
-- **Low-rank sink circuits** (Zhang et al. 2025): every layer's joint query-key form (biases
-  included, [x 1] W_Q W_Kᵀ [x 1]ᵀ per head) truncated to rank r = 1, 2, 4, …, d_head: sink rate and
-  validation loss. And the rank-r + sparse split (OATS-style) at a fixed budget of 2 r (D+1)
-  numbers per head: rank r alone, rank r/2 plus the largest entries of the rest, and magnitude
-  pruning alone (those forms do not factor through d_head: their logits are patched in layer by
-  layer at `attn_logits`). Prediction: the sink needs only a few directions (a key bias, a
-  query-independent term), so the low-rank terms keep the loss and any sink better than pruning.
+- **Low-rank sink circuits** (Zhang et al. 2025): every layer's joint query-key form (the query
+  bias included, [x 1] [W_Q; b_Q] W_Kᵀ [x 1]ᵀ per head) truncated to rank r = 1, 2, 4, …,
+  d_head: sink rate and validation loss. And the rank-r + sparse split (in the spirit of OATS,
+  without its input scaling) at a fixed budget of 2 r (D+1) numbers per head: rank r alone,
+  rank r/2 plus the largest entries of the rest, and magnitude pruning alone (a kept entry
+  counts as one number, its index not at all; those forms do not factor through d_head, so
+  their logits are patched in layer by layer at `attn_logits`). The forms leave out the key
+  bias (softmax ignores it). Prediction: a sink needs only a few directions (the query bias's
+  term b_Q · k_s is one), so the low-rank terms keep the loss and any sink better than pruning.
 
 Claims: at least one catching head writes a tag: its top direction holds ≥ 50 % of the variance
 of its outputs on the tokens it catches (the issue's measure; undefined when no head catches);
 and, added with the null because a head's outputs lie in its d_head-wide span of W_o (so a top
-direction can hold half their variance on any tokens), the largest margin of a head's tag share
-over its uncaught-token null is ≥ 0.1.
+direction can hold half their variance on any tokens), some head that passes the first claim
+has a tag share ≥ 0.1 above its null: the share on uncaught tokens, both on equal samples (as
+many tokens as the smaller set holds), each the mean of 5 random draws.
 
 Outputs (results/lm_phenomenology/<preset>/): metrics.json, `delimiter_sinks.png`,
 `active_dormant_head.png`, `low_rank_qk.png`.
@@ -60,6 +63,7 @@ from sinks_jax.claims import check_if
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import TrainConfig, require
 from sinks_jax.config import run_config as plain_run_config
+from sinks_jax.forward import jit_with_model
 from sinks_jax.model import GPT, Capture, Edit, Interventions, ModelOutput
 from sinks_jax.tasks import corpus, lm, lm_presets
 
@@ -72,6 +76,7 @@ PAPER_STATEMENT = (
     "active on others."
 )
 CAPTURE = Capture(attention=True, head_outputs=True, residual=True)
+NULL_DRAWS = 5  # random samples behind each tag-share null
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,10 +287,19 @@ def catch_tag_release(
                 continue
             caught_NxD = o_BxTxD[caught_BxT]
             share, _ = top_share(caught_NxD)
-            null = float("nan")
-            if len(uncaught) >= min_caught:
-                pick = rng.choice(uncaught, min(len(uncaught), len(caught_NxD)), replace=False)
-                null = top_share(o_BxTxD.reshape(-1, o_BxTxD.shape[-1])[pick])[0]
+            null = matched = float("nan")
+            if len(uncaught) >= min_caught:  # equal samples of both, mean over NULL_DRAWS draws
+                o_NxD = o_BxTxD.reshape(-1, o_BxTxD.shape[-1])
+                caught = np.flatnonzero(caught_BxT.ravel())
+                n = min(len(uncaught), len(caught))
+                draws = [
+                    (
+                        top_share(o_NxD[rng.choice(caught, n, replace=False)])[0],
+                        top_share(o_NxD[rng.choice(uncaught, n, replace=False)])[0],
+                    )
+                    for _ in range(NULL_DRAWS)
+                ]
+                matched, null = (float(np.mean(d)) for d in zip(*draws, strict=True))
             uncentred, u_common = top_share(caught_NxD, centred=False)
             tau_BxT = o_BxTxD @ u_common  # every token's coordinate on the common direction
             release, release_null = [], []
@@ -300,6 +314,7 @@ def catch_tag_release(
                 {
                     "tag_share": share,
                     "tag_share_null_uncaught": null,
+                    "tag_share_matched": matched,  # on as many caught tokens as the null's
                     "tag_share_uncentred": uncentred,
                     "tag_norm_vs_residual": float(
                         np.abs(caught_NxD @ u_common).mean() / max(scale, 1e-12)
@@ -459,17 +474,20 @@ def active_dormant(mass_LxBxH: np.ndarray, sweep: Phenomenology) -> dict[str, An
 
 
 def joint_factors(block) -> tuple[np.ndarray, np.ndarray]:
-    """[D+1, H·K] a layer's query and key maps with their biases as a last row: head h's joint
-    form is aq[:, h] ak[:, h]ᵀ, and its logit from t to s is [x_t 1] form [x_s 1]ᵀ / √K."""
+    """[D+1, H·K] a layer's query and key maps with the query bias as a last row (and zeros
+    for the key bias): head h's joint form is aq[:, h] ak[:, h]ᵀ, and its logit from t to s is
+    [x_t 1] form [x_s 1]ᵀ / √K up to a term in t alone. The key bias only adds
+    q_t · b_K, the same for every key, which softmax ignores, so no rank or entry is spent on
+    it; the query bias's term b_Q · k_s (the last row) is one a sink can use."""
     q, k = block.attn.query, block.attn.key
     wq, wk = np.asarray(q.kernel[...]), np.asarray(k.kernel[...])
     bq = np.asarray(q.bias[...]) if q.bias is not None else np.zeros(wq.shape[1])
-    bk = np.asarray(k.bias[...]) if k.bias is not None else np.zeros(wk.shape[1])
-    return np.vstack([wq, bq[None]]), np.vstack([wk, bk[None]])
+    return np.vstack([wq, bq[None]]), np.vstack([wk, np.zeros((1, wk.shape[1]))])
 
 
 def qk_forms(model: GPT) -> dict[int, np.ndarray]:
-    """{layer: [H, D+1, D+1] every head's joint query-key form (biases included)}."""
+    """{layer: [H, D+1, D+1] every head's joint query-key form (query bias included, the
+    softmax-invariant key-bias column left out: `joint_factors`)}."""
     k = model.cfg.d_head
     forms = {}
     for layer, block in enumerate(model.blocks):
@@ -486,8 +504,9 @@ def qk_forms(model: GPT) -> dict[int, np.ndarray]:
 
 
 def with_qk_rank(model: GPT, r: int) -> GPT:
-    """A copy of `model` in which every head's joint form [W_Q; b_Q] [W_K; b_K]ᵀ ((D+1)² with
-    the bias row) is replaced by its rank-r truncation, refactored into the same shapes."""
+    """A copy of `model` in which every head's joint form [W_Q; b_Q] [W_K; 0]ᵀ ((D+1)², the
+    query bias as a row; `joint_factors`) is replaced by its rank-r truncation, refactored into
+    the same shapes (the key bias becomes 0: softmax ignores it)."""
     graphdef, state = nnx.split(model)
     copy = nnx.merge(graphdef, jax.tree.map(lambda a: a, state))
     k = model.cfg.d_head
@@ -509,13 +528,14 @@ def with_qk_rank(model: GPT, r: int) -> GPT:
         if q.bias is not None:
             q.bias.set_value(jnp.asarray(aq[-1], q.bias[...].dtype))
         if kk.bias is not None:
-            kk.bias.set_value(jnp.asarray(ak[-1], kk.bias[...].dtype))
+            kk.bias.set_value(jnp.zeros_like(kk.bias[...]))
     return copy
 
 
 def low_rank_plus_sparse(form_NxN: np.ndarray, rank: int, n_sparse: int) -> np.ndarray:
     """The rank-`rank` truncation of `form` plus the `n_sparse` largest-magnitude entries of what
-    it leaves (OATS-style; rank 0 is magnitude pruning alone)."""
+    it leaves (a low-rank plus sparse split in the spirit of OATS, without its input scaling or
+    alternating refits; rank 0 is magnitude pruning alone)."""
     u, s, vt = np.linalg.svd(form_NxN)
     low = (u[:, :rank] * s[:rank]) @ vt[:rank]
     rest = form_NxN - low
@@ -536,26 +556,56 @@ class PatchLogits(Edit):
         return jnp.asarray(self.logits_BxHxTxS, x_BxHxTxS.dtype)
 
 
+def _forward_with_forms(
+    model: GPT,
+    inputs_BxT: jax.Array,
+    forms_LxHxNxN: jax.Array,
+    segment_ids_BxT: jax.Array | None,
+    positions_BxT: jax.Array | None,
+    *,
+    layers: tuple[int, ...],
+    capture: Capture,
+) -> ModelOutput:
+    def run(edits: list[Edit], capture: Capture) -> ModelOutput:
+        return model(
+            inputs_BxT,
+            segment_ids_BxT=segment_ids_BxT,
+            positions_BxT=positions_BxT,
+            capture=capture,
+            interventions=Interventions(edits=tuple(edits)),
+        )
+
+    edits: list[Edit] = []
+    for form_HxNxN, layer in zip(forms_LxHxNxN, layers, strict=True):
+        out = run(edits, Capture(residual=True))
+        h_BxTxD = out.embeddings if layer == 0 else out.layers[layer - 1].residual
+        block = model.blocks[layer]
+        pre_ln = model.cfg.norm == "pre" and block.ln_attn is not None
+        x_BxTxD = block.ln_attn(h_BxTxD) if pre_ln else h_BxTxD  # the attention's input
+        xa_BxTxN = jnp.concatenate([x_BxTxD, jnp.ones((*x_BxTxD.shape[:2], 1))], axis=-1)
+        logits = jnp.einsum("btn,hnm,bsm->bhts", xa_BxTxN, form_HxNxN, xa_BxTxN)
+        edits.append(PatchLogits(layers=(layer,), logits_BxHxTxS=logits / model.cfg.d_head**0.5))
+    return run(edits, capture)
+
+
+_forward_with_forms_jit = jit_with_model(_forward_with_forms, static_argnames=("layers", "capture"))
+
+
 def forward_with_forms(
     model: GPT, batch: Batch, forms: dict[int, np.ndarray], capture: Capture
 ) -> ModelOutput:
     """The model with each layer's query-key forms replaced by `forms` ([H, D+1, D+1], of any
     rank, so not refactorable into d_head-wide maps): layer by layer, the logits
     [x̂_t 1] F [x̂_s 1]ᵀ / √d_head from the attention input x̂ of a pass in which the earlier
-    layers are already replaced, patched in at `attn_logits`."""
-    edits: list[Edit] = []
-    for layer in sorted(forms):
-        block = model.blocks[layer]
-        out = lm.forward(model, batch, Capture(residual=True), Interventions(edits=tuple(edits)))
-        h_BxTxD = out.embeddings if layer == 0 else out.layers[layer - 1].residual
-        pre_ln = model.cfg.norm == "pre" and block.ln_attn is not None
-        x_BxTxD = np.asarray(block.ln_attn(h_BxTxD) if pre_ln else h_BxTxD)  # attention input
-        xa_BxTxN = np.concatenate([x_BxTxD, np.ones((*x_BxTxD.shape[:2], 1))], axis=-1)
-        logits = np.einsum("btn,hnm,bsm->bhts", xa_BxTxN, forms[layer], xa_BxTxN)
-        edits.append(
-            PatchLogits(layers=(layer,), logits_BxHxTxS=logits / np.sqrt(model.cfg.d_head))
-        )
-    return lm.forward(model, batch, capture, Interventions(edits=tuple(edits)))
+    layers are already replaced, patched in at `attn_logits`. One compiled program for any
+    forms of these shapes (they are an input, not constants)."""
+    layers = tuple(sorted(forms))
+    seg = None if batch.segment_ids is None else jnp.asarray(batch.segment_ids)
+    pos = None if batch.positions is None else jnp.asarray(batch.positions)
+    forms_LxHxNxN = jnp.asarray(np.stack([forms[layer] for layer in layers]), jnp.float32)
+    return _forward_with_forms_jit(
+        model, jnp.asarray(batch.inputs), forms_LxHxNxN, seg, pos, layers=layers, capture=capture
+    )
 
 
 def split_sweep(
@@ -637,11 +687,11 @@ def run(cfg: PhenomenologyConfig, ctx: RunContext) -> dict[str, Any]:
     low_rank = low_rank_sweep(model, batch, eps)
     split = split_sweep(model, batch, eps, cfg.sweep.split_ranks)
     shares = [c["tag_share"] for c in ctr if np.isfinite(c.get("tag_share", np.nan))]
-    margins = [
-        c["tag_share"] - c["tag_share_null_uncaught"]
-        for c in ctr
-        if np.isfinite(c.get("tag_share", np.nan))
-        and np.isfinite(c.get("tag_share_null_uncaught", np.nan))
+    compared = [c for c in ctr if np.isfinite(c.get("tag_share_null_uncaught", np.nan))]
+    margins = [  # the same head must also pass the first claim
+        c["tag_share_matched"] - c["tag_share_null_uncaught"]
+        for c in compared
+        if c["tag_share"] >= cfg.sweep.tag_share
     ]
     claims = [
         check_if(
@@ -657,9 +707,10 @@ def run(cfg: PhenomenologyConfig, ctx: RunContext) -> dict[str, Any]:
         # direction can hold half their variance on any tokens; a tag is a direction that the
         # caught tokens share more than the uncaught ones do.
         check_if(
-            bool(margins),
+            bool(compared),
             "no catching head has enough caught and uncaught tokens for the comparison",
-            "largest tag share above its uncaught-token null (same head, as many tokens)",
+            "largest margin of a tag share ≥ the first claim's over its uncaught-token null "
+            "(same head, equal samples)",
             max(margins) if margins else float("nan"),
             ">=",
             cfg.sweep.tag_margin,

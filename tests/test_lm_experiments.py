@@ -325,7 +325,8 @@ def test_lm_phenomenology_measures_a_tiny_text_model(tmp_path):
     corr = ph.release_correlation(logits_BxHxTxS, tau_BxT, np.ones((2, 6), bool))
     assert corr[0] == pytest.approx(1.0)
     assert abs(corr[1]) < 0.9
-    # Rank d_head reproduces the model (biases folded in); rank 1 changes it.
+    # Rank d_head reproduces the model's attention (the query bias folded in, the key bias
+    # dropped: it shifts each query's logits by one constant); rank 1 changes it.
     model = GPT(dataclasses.replace(model_cfg, vocab_size=259), rngs=nnx.Rngs(0))
     for block in model.blocks:
         for lin in (block.attn.query, block.attn.key):
@@ -335,7 +336,10 @@ def test_lm_phenomenology_measures_a_tiny_text_model(tmp_path):
     full = lm.forward(model, batch, Capture(attention=True))
     same = lm.forward(ph.with_qk_rank(model, model.cfg.d_head), batch, Capture(attention=True))
     for a, b in zip(full.layers, same.layers, strict=True):
-        np.testing.assert_allclose(a.attn_logits, b.attn_logits, atol=1e-4)
+        np.testing.assert_allclose(a.attn_weights, b.attn_weights, atol=1e-5)
+        shift_BxHxTx1 = (a.attn_logits - b.attn_logits)[..., :1]
+        np.testing.assert_allclose(a.attn_logits - b.attn_logits, np.broadcast_to(
+            shift_BxHxTx1, a.attn_logits.shape), atol=1e-4)  # fmt: skip
     one = lm.forward(ph.with_qk_rank(model, 1), batch, Capture(attention=True))
     assert not np.allclose(full.layers[0].attn_logits, one.layers[0].attn_logits, atol=1e-4)
     # Forms patched in layer by layer: the model's own forms reproduce it, rank-1 forms reproduce
@@ -344,6 +348,8 @@ def test_lm_phenomenology_measures_a_tiny_text_model(tmp_path):
     assert forms[0].shape == (2, 17, 17)
     patched = ph.forward_with_forms(model, batch, forms, Capture(attention=True))
     np.testing.assert_allclose(patched.logits, full.logits, atol=1e-4)
+    for a, b in zip(same.layers, patched.layers, strict=True):
+        np.testing.assert_allclose(a.attn_logits, b.attn_logits, atol=1e-4)
     rank1 = {l: np.stack([ph.low_rank_plus_sparse(f, 1, 0) for f in fs]) for l, fs in forms.items()}
     patched = ph.forward_with_forms(model, batch, rank1, Capture(attention=True))
     for a, b in zip(one.layers, patched.layers, strict=True):

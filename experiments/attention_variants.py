@@ -31,9 +31,10 @@ massive activations compare optimiser and decay together. Report-only (open at s
 whether `softmax1`, `sink_logit` and `sink_kv` move the no-op's mass from BOS to the virtual key,
 and whether a sink logit that starts at ln T (`sink_logit_ln32`, registered here through the
 library's extension point) does. Prediction for it (written before `quick4x` ran): the virtual key
-is an exact no-op from the first step while BOS becomes one only once its value drains, so with
-4× the steps the virtual key's mass should grow and the BOS sink shrink, and the ln T start (half
-of a head's mass on the virtual key at zero logits) should show it most.
+is an exact no-op from the first step while BOS becomes one only once its value drains, so the
+virtual key should end with more of the no-op's mass than BOS, more so with 4× the steps, and
+most with the ln T start (at zero real logits the virtual key then holds 32 / (33 + t) of query
+t's mass: 0.5 at the last query, 0.68 on average).
 
 Presets: `quick` (the table above, 2 cores), `quick4x` (the baseline and the virtual-key variants
 at 4× the steps, 2 cores), `text` (every row on real text: the lm_phenomenology model and corpus,
@@ -143,6 +144,7 @@ class VariantsConfig(lm.LMConfig):
 
 QUICK_TRAIN = TrainConfig(steps=1000, eval_every=250, checkpoint_every=1000, progress=False)
 TEXT_TRAIN = TrainConfig(steps=3000, eval_every=1000, checkpoint_every=3000, progress=False)
+TEXT_ROWS = dataclasses.replace(lm_presets.BUILTIN_TEXT, packing="one_doc_per_row")
 PRESETS = {
     # Bigram-Backcopy documents, one per row from BOS (the lm_sinks quick model and budget).
     "quick": VariantsConfig(
@@ -162,11 +164,12 @@ PRESETS = {
             variants=("softmax", "softmax1", "sink_logit", "sink_logit_ln32"), n_seeds=2, sgd=False
         ),
     ),
-    # Real text (the lm_phenomenology quick model and budget): no sink forms in it on 2 cores
-    # (text_sink_search), so the sink-rate ratios read as undefined there; the losses still read.
+    # Real text (the lm_phenomenology quick model and budget, one document per row from BOS as
+    # in quick): no sink forms in it on 2 cores (text_sink_search), so the sink-rate ratios read
+    # as undefined there; the losses still read. `sink_logit_ln32` starts at ln(T/4) here.
     "text": VariantsConfig(
         model=lm_presets.TEXT_MODEL,
-        data=lm_presets.BUILTIN_TEXT,
+        data=TEXT_ROWS,
         optim=lm_presets.QUICK_OPTIM,
         train=TEXT_TRAIN,
     ),
@@ -180,7 +183,7 @@ PRESETS = {
     # One GPU, real text: the text model for lm_phenomenology's paper budget, bf16.
     "gpu": VariantsConfig(
         model=lm_presets.on_gpu(lm_presets.TEXT_MODEL),
-        data=lm_presets.BUILTIN_TEXT,
+        data=TEXT_ROWS,
         optim=lm_presets.QUICK_OPTIM,
         train=dataclasses.replace(TEXT_TRAIN, steps=20_000, eval_every=5000, checkpoint_every=5000),
     ),
@@ -190,7 +193,8 @@ NOTES = {
     "9 variants (with sink_logit_ln32) + the SGD row × 3 seeds × 1000 steps",
     "quick4x": "the quick design at 4000 steps for softmax, softmax1, sink_logit and "
     "sink_logit_ln32, 2 seeds, no SGD row",
-    "text": "built-in Python docs, bytes, d 64, 4 layers × 4 heads, context 128, 2048 tokens/step, "
+    "text": "built-in Python docs, bytes, one document per row, d 64, 4 layers × 4 heads, context "
+    "128, 2048 tokens/step, "
     "3000 steps, every variant + SGD × 3 seeds (about 2 h on 2 cores, estimated; not yet run)",
     "paper": "the quick design at 4000 steps (GPU; not yet run or timed)",
     "gpu": "real text: the text preset at 20 000 steps in bf16 (GPU; not yet run or timed)",

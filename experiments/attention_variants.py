@@ -411,30 +411,42 @@ def run(cfg: VariantsConfig, ctx: RunContext) -> dict[str, Any]:
         "paper_statement": PAPER_STATEMENT,
         "runs": rows,
         "tables": {"Attention variants (seed means)": table},
-        "figures": make_figures(ctx, table),
+        "figures": make_figures(ctx, table, rows),
     }
 
 
-def make_figures(ctx: RunContext, table: list[dict[str, Any]]) -> list[str]:
+def make_figures(
+    ctx: RunContext, table: list[dict[str, Any]], rows: list[dict[str, Any]]
+) -> list[str]:
     plt = plotting.plt
+
+    def virtual_mass(variant: str, opt: str) -> float:
+        sel = [
+            r["virtual_mass_mean"] for r in rows if (r["variant"], r["optimizer"]) == (variant, opt)
+        ]
+        return float(np.nanmean(sel)) if variant in VIRTUAL and sel else 0.0
+
     labels = [
         r["variant"] + ("" if r["optimizer"] == table[0]["optimizer"] else f" ({r['optimizer']})")
         for r in table
     ]
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
-    for ax, (title, key) in zip(
-        axes,
+    base = table[0]["val loss"]  # the softmax baseline with the preset's optimiser
+    panels = (
+        ("first-position sink rate (ε = 0.3)", [r["sink rate ε=0.3"] for r in table]),
         (
-            ("first-position sink rate (ε = 0.3)", "sink rate ε=0.3"),
-            ("max |h| / median |h|", "max |h| / median"),
-            ("validation loss", "val loss"),
+            "virtual-key mass (mean over heads)",
+            [virtual_mass(r["variant"], r["optimizer"]) for r in table],
         ),
-        strict=True,
-    ):
-        ax.barh(labels, [r[key] for r in table], color="tab:blue")
+        ("max |h| / median |h|", [r["max |h| / median"] for r in table]),
+        ("validation loss vs softmax (%)", [100 * (r["val loss"] / base - 1) for r in table]),
+    )
+    fig, axes = plt.subplots(1, len(panels), figsize=(13, 0.32 * len(table) + 1.2), sharey=True)
+    for ax, (title, values) in zip(axes, panels, strict=True):
+        ax.barh(labels, values, color="tab:blue")
         ax.set_title(title, fontsize=9)
-        ax.invert_yaxis()
-    axes[1].set_xscale("log")
+    axes[0].invert_yaxis()
+    axes[2].set_xscale("log")
+    axes[3].axvline(0, color="gray", lw=0.8)
     fig.tight_layout()
     return ctx.save_figure(fig, "variants_table")
 

@@ -190,7 +190,7 @@ PRESETS = {
 }
 NOTES = {
     "quick": "synthetic BB documents, d 64, 2 layers × 4 heads, context 32, 4096 tokens/step, "
-    "9 variants (with sink_logit_ln32) + the SGD row × 3 seeds × 1000 steps",
+    "9 variants (with sink_logit_ln32) + the SGD row × 3 seeds × 1000 steps (40 min on 2 cores)",
     "quick4x": "the quick design at 4000 steps for softmax, softmax1, sink_logit and "
     "sink_logit_ln32, 2 seeds, no SGD row",
     "text": "built-in Python docs, bytes, one document per row, d 64, 4 layers × 4 heads, context "

@@ -778,7 +778,10 @@ def make_figures(ctx, scores, out, inputs, dormancy, low_rank, split) -> list[st
             [r["budget per head"] for r in sel], [r["val_loss"] for r in sel], "o-", label=method
         )
     ax3.axhline(low_rank[-1]["val_loss"], color="gray", lw=0.8, ls=":", label="full form")
-    ax3.set(xscale="log", yscale="log", xlabel="numbers per head's form", ylabel="validation loss")
+    budgets = sorted({r["budget per head"] for r in split})
+    ax3.set(xscale="log", xlabel="numbers per head's form", ylabel="validation loss")
+    ax3.set_xticks(budgets, [str(b) for b in budgets], minor=False)
+    ax3.set_xticks([], minor=True)
     ax3.legend(fontsize=7)
     fig.tight_layout()
     files += ctx.save_figure(fig, "low_rank_qk")

@@ -152,7 +152,7 @@ PRESETS["gpu"] = dataclasses.replace(
 )
 NOTES = {
     "quick": "built-in Python docs, bytes, d 64, 4 layers × 4 heads, context 128, 2048 "
-    "tokens/step, 3000 steps",
+    "tokens/step, 3000 steps (5 min on 2 cores)",
     "paper": "the quick model for 20 000 steps (GPU; not yet run or timed)",
     "gpu": "the paper preset in bf16 with fused attention in training (GPU; not yet run or timed)",
 }

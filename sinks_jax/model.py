@@ -88,7 +88,7 @@ class Edit:
     """A static change of one site (`SITES`) in some layers. Subclass it, set `site`, implement
     `__call__(x, layer)`; keep fields hashable (tuples) — or declare `eq=False` to hold arrays,
     e.g. activations to patch in (the edit is then a compile-time constant of its forward pass,
-    and an edit holding another array object is another pass)."""
+    and an edit holding other arrays is another pass: `static_key`)."""
 
     site: ClassVar[str] = ""
     layers: tuple[int, ...] = ()

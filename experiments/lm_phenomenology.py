@@ -85,9 +85,8 @@ class Phenomenology:
     caught_min: float = 0.5  # a token is caught when this much of its attention is on the sink
     tag_share: float = 0.5  # the claim's threshold
     tag_margin: float = 0.1  # caught tokens' share above the uncaught null (second claim)
-    split_ranks: tuple[int, ...] | None = (
-        None  # budgets of the split sweep; None: 1, 2, 4, …, d_head
-    )
+    # The split sweep's budgets, as ranks r (2 r (D+1) numbers per head); None: 1, 2, 4, …, d_head.
+    split_ranks: tuple[int, ...] | None = None
     massive_factor: float = 20.0  # entries above this × median |h| count as massive
     dormant: float = 0.9
     active: float = 0.5

@@ -293,6 +293,16 @@ COLUMNS = (
 )
 
 
+def seed_mean(rows: list[dict[str, Any]], variant: str, opt: str, key: str) -> float:
+    """Mean of `key` over the seeds of (variant, optimiser) that trained (nan if none did)."""
+    trained = [
+        r[key]
+        for r in rows
+        if (r["variant"], r["optimizer"]) == (variant, opt) and r["diverged"] is None
+    ]
+    return float(np.mean(trained)) if trained else float("nan")
+
+
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Seed means per (variant, optimiser), in the order the rows came."""
     keys = list(dict.fromkeys((r["variant"], r["optimizer"]) for r in rows))
@@ -300,9 +310,8 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for variant, opt in keys:
         sel = [r for r in rows if (r["variant"], r["optimizer"]) == (variant, opt)]
 
-        def mean(k: str, sel=sel) -> float:
-            trained = [r[k] for r in sel if r["diverged"] is None]  # seeds that trained
-            return float(np.mean(trained)) if trained else float("nan")
+        def mean(k: str, variant=variant, opt=opt) -> float:
+            return seed_mean(rows, variant, opt, k)
 
         row: dict[str, Any] = {
             "variant": variant,
@@ -421,10 +430,7 @@ def make_figures(
     plt = plotting.plt
 
     def virtual_mass(variant: str, opt: str) -> float:
-        sel = [
-            r["virtual_mass_mean"] for r in rows if (r["variant"], r["optimizer"]) == (variant, opt)
-        ]
-        return float(np.nanmean(sel)) if variant in VIRTUAL and sel else 0.0
+        return seed_mean(rows, variant, opt, "virtual_mass_mean") if variant in VIRTUAL else 0.0
 
     labels = [
         r["variant"] + ("" if r["optimizer"] == table[0]["optimizer"] else f" ({r['optimizer']})")

@@ -38,7 +38,8 @@ t's mass: 0.5 at the last query, 0.68 on average).
 
 Presets: `quick` (the table above, 2 cores), `quick4x` (the baseline and the virtual-key variants
 at 4× the steps, 2 cores), `text` (every row on real text: the lm_phenomenology model and corpus,
-where no first-position sink forms at this size, so the sink-rate ratios are undefined there),
+one document per row; if the baseline forms few sink heads there, the sink-rate ratios are
+undefined),
 `paper` (quick at 4× the steps, GPU) and `gpu` (real text at 20 000 steps, GPU).
 
 Outputs (results/attention_variants/<preset>/): metrics.json, `variants_table.png`.
@@ -165,8 +166,9 @@ PRESETS = {
         ),
     ),
     # Real text (the lm_phenomenology quick model and budget, one document per row from BOS as
-    # in quick): no sink forms in it on 2 cores (text_sink_search), so the sink-rate ratios read
-    # as undefined there; the losses still read. `sink_logit_ln32` starts at ln(T/4) here.
+    # in quick; text_sink_search, with BOS at window starts, found no sink on 2 cores; a one-seed
+    # subset here had one sink head of 16, rate 0.0625, so the rate ratios were undefined).
+    # `sink_logit_ln32` starts at ln(T/4) here.
     "text": VariantsConfig(
         model=lm_presets.TEXT_MODEL,
         data=TEXT_ROWS,
@@ -195,7 +197,8 @@ NOTES = {
     "sink_logit_ln32, 2 seeds, no SGD row",
     "text": "built-in Python docs, bytes, one document per row, d 64, 4 layers × 4 heads, context "
     "128, 2048 tokens/step, "
-    "3000 steps, every variant + SGD × 3 seeds (about 2 h on 2 cores, estimated; not yet run)",
+    "3000 steps, every variant + SGD × 3 seeds (about 2.5 h on 2 cores: 4.6 min a run in a "
+    "one-seed subset; not yet run in full)",
     "paper": "the quick design at 4000 steps (GPU; not yet run or timed)",
     "gpu": "real text: the text preset at 20 000 steps in bf16 (GPU; not yet run or timed)",
 }

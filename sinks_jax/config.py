@@ -273,6 +273,7 @@ def from_dict(cls: type, data: Mapping[str, Any]) -> Any:
         if field.name not in data:
             continue
         value, hint = data[field.name], hints[field.name]
+        hint = _without_none(hint) if value is not None else hint
         if _is_group(hint):
             value = from_dict(hint, value)
         elif typing.get_origin(hint) is tuple:
@@ -304,7 +305,17 @@ def leaf_defaults(cls: type) -> dict[str, Any]:
     }
 
 
+def _without_none(hint: Any) -> Any:
+    """`X` for an optional field's `X | None`, else the hint itself."""
+    args = typing.get_args(hint)
+    if type(None) in args and len(args) == 2:
+        return next(a for a in args if a is not type(None))
+    return hint
+
+
 def _type_name(hint: Any) -> str:
+    if _without_none(hint) is not hint:
+        return f"{_type_name(_without_none(hint))} | None"
     if typing.get_origin(hint) is tuple:
         return f"tuple[{_type_name(typing.get_args(hint)[0])},...]"
     return getattr(hint, "__name__", str(hint))
@@ -328,6 +339,10 @@ def _parse_scalar(hint: Any, text: str) -> Any:
 
 
 def _parse_value(path: str, hint: Any, text: str) -> Any:
+    if _without_none(hint) is not hint:  # an optional field: "None" or a value of its type
+        if text.strip().lower() in ("none", "null"):
+            return None
+        return _parse_value(path, _without_none(hint), text)
     try:
         if typing.get_origin(hint) is tuple:  # tuple[T, ...]: "0,2", "(0,2)", "[0, 2]", "()"
             element = typing.get_args(hint)[0]

@@ -54,6 +54,19 @@ def test_tuple_overrides_use_the_element_type():
         apply_overrides(cfg, ["bisect_depths=8.5"])
 
 
+def test_optional_fields_parse_none_or_their_type_and_round_trip():
+    from experiments.lm_phenomenology import PRESETS
+
+    cfg = apply_overrides(PRESETS["quick"], ["sweep.split_ranks=1,4"])
+    assert cfg.sweep.split_ranks == (1, 4)
+    assert from_dict(type(cfg), to_dict(cfg)) == cfg  # a tuple again, not a JSON list
+    assert apply_overrides(cfg, ["sweep.split_ranks=None"]).sweep.split_ranks is None
+    with pytest.raises(ConfigError, match=r"sweep\.split_ranks"):
+        apply_overrides(cfg, ["sweep.split_ranks=0"])  # validated, not a TypeError
+    with pytest.raises(ConfigError, match=r"as tuple\[int,...\]"):
+        apply_overrides(cfg, ["sweep.split_ranks=two"])
+
+
 def test_round_trip():
     cfg = apply_overrides(BBConfig(), ["model.layers_without_attention=0"])
     assert from_dict(BBConfig, to_dict(cfg)) == cfg

@@ -23,7 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sinks_jax.results_tables import claim_counts, claim_status, fmt, module_order, ordered
+from sinks_jax.errors import DataError, SinksJaxError
+from sinks_jax.results_tables import (
+    claim_counts,
+    claim_status,
+    fmt,
+    module_order,
+    ordered,
+    read_env,
+    read_metrics,
+)
 
 
 @dataclass(frozen=True)
@@ -41,13 +50,16 @@ def find_runs(root: str | Path, preset: str = "quick") -> list[ModuleRun]:
     root = Path(root)
     for sub in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
         folder = next((f for f in (sub, sub / preset) if (f / "metrics.json").is_file()), None)
-        if folder is None:
+        if folder is None or not inside(folder, root):
             continue
-        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-        env_path = folder / "env.json"
-        env = json.loads(env_path.read_text(encoding="utf-8")) if env_path.is_file() else {}
-        runs[sub.name] = ModuleRun(sub.name, folder, metrics, env)
+        metrics = read_metrics(folder / "metrics.json")
+        runs[sub.name] = ModuleRun(sub.name, folder, metrics, read_env(folder / "env.json"))
     return [runs[n] for n in ordered(runs, module_order())]
+
+
+def inside(path: Path, root: Path) -> bool:
+    """True if `path` is no link and resolves below `root`: what the page may read."""
+    return not path.is_symlink() and path.resolve().is_relative_to(root.resolve())
 
 
 def describe(name: str) -> str:
@@ -72,10 +84,15 @@ def machine() -> dict[str, str]:
 
 
 def figures_of(run: ModuleRun) -> tuple[list[Path], list[str]]:
-    """The PNGs in the run folder (metrics.json's order first) and the listed ones not there."""
+    """The PNGs in the run folder (metrics.json's order first) and the listed ones not there.
+    Only regular files count: a link (to a system file, say) is neither shown nor embedded."""
     assert run.folder is not None
     listed = [f for f in run.metrics.get("figures", []) if str(f).endswith(".png")]
-    present = sorted(p.name for p in run.folder.glob("*.png"))
+    present = sorted(
+        p.name
+        for p in run.folder.glob("*.png")
+        if p.is_file() and inside(p, run.folder)  # is_file: not a folder named x.png
+    )
     names = [f for f in listed if f in present] + [f for f in present if f not in listed]
     return [run.folder / n for n in names], [f for f in listed if f not in present]
 
@@ -248,6 +265,8 @@ def write(
 
     root = Path(root)
     out = root / "report.html" if out is None else Path(out)
+    if out.is_dir():  # a folder: the page goes into it
+        out = out / "report.html"
     runs = find_runs(root, preset)
     if status:
         have = {r.name: r for r in runs}
@@ -281,14 +300,23 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("root", help="a results/all/<preset> folder or results/reference")
-    parser.add_argument("--out", help="default ROOT/report.html")
+    parser.add_argument(
+        "--out", help="the page's file, or a folder to write report.html into (default ROOT)"
+    )
     parser.add_argument("--preset", default="quick", help="for ROOT/<module>/<preset>/ layouts")
     parser.add_argument("--embed", action="store_true", help="embed figures (data URIs)")
     args = parser.parse_args(argv)
-    if not Path(args.root).is_dir():
-        print(f"error: {args.root} is not a folder", file=sys.stderr)
+    try:
+        if not Path(args.root).is_dir():
+            raise DataError(f"{args.root} is not a folder")
+        out = write(args.root, args.out, args.preset, args.embed)
+    except SinksJaxError as err:  # a malformed metrics.json or env.json: one line, exit 2
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    out = write(args.root, args.out, args.preset, args.embed)
+    except OSError as err:  # the page cannot be written there
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: cannot write the page: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
     print(f"wrote {out}")
     return 0
 

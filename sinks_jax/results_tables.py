@@ -20,6 +20,12 @@ digits. Everything outside the markers is left alone, except *table blocks*: a R
 is filled with the table of that name from `results/reference/<module>/<preset>/metrics.json`
 (its `tables`), by the same `--write` and checked by `--check`: tables of any preset (a `cpu` or
 `gpu` reference beside the quick ones) shown where the prose needs them.
+
+Exit status: 0 done (or the README matches), 1 the README is stale (`--check`) or a reference
+run's config is not the module's current preset (`--stale`), 2 bad input in one line: a missing
+or empty `--root`, a malformed metrics.json or env.json, a README without the markers, a table
+block that would lose its table, a run to `--add` that is missing, running or not the suite's.
+Nothing is written on bad input.
 """
 
 from __future__ import annotations
@@ -33,9 +39,12 @@ import platform
 import re
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from sinks_jax.errors import DataError, SinksJaxError
 
 BEGIN = "<!-- results:begin -->"
 END = "<!-- results:end -->"
@@ -129,16 +138,99 @@ def claim_counts(claims: Iterable[Mapping[str, Any]]) -> dict[str, int]:
 # Reading the reference
 
 
+def read_json(path: str | Path) -> Any:
+    """The JSON in `path`, or DataError (one line naming the file) when it cannot be read or
+    parsed."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read ({err.strerror or err})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text") from None
+    except json.JSONDecodeError as err:
+        raise DataError(
+            f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})"
+        ) from None
+
+
+def _kind(value: Any) -> str:
+    return f"a JSON {type(value).__name__}".replace("dict", "object").replace("str", "string")
+
+
+def read_metrics(path: str | Path) -> dict[str, Any]:
+    """A run's metrics.json, checked for the shape the tables read: an object whose `claims`
+    is a list of objects with a `name`, `config` an object, `tables` an object of lists of
+    objects, `experiment` and `preset` strings (where present). Else DataError."""
+    path = Path(path)
+    metrics = read_json(path)
+
+    def bad(what: str) -> DataError:
+        return DataError(f"{path}: {what}; not a sinks_jax metrics.json")
+
+    if not isinstance(metrics, dict):
+        raise bad(f"holds {_kind(metrics)}, not an object")
+    claims = metrics.get("claims", [])
+    if not isinstance(claims, list):
+        raise bad(f"'claims' is {_kind(claims)}, not a list")
+    for i, claim in enumerate(claims):
+        if not isinstance(claim, dict) or not isinstance(claim.get("name"), str):
+            raise bad(f"claim {i} is not an object with a 'name'")
+    for key in ("config", "environment", "tables"):
+        if key in metrics and not isinstance(metrics[key], dict):
+            raise bad(f"'{key}' is {_kind(metrics[key])}, not an object")
+    for title, rows in metrics.get("tables", {}).items():
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise bad(f"table {title!r} is not a list of objects")
+    for key in ("experiment", "preset"):
+        if key in metrics and not isinstance(metrics[key], str):
+            raise bad(f"'{key}' is {_kind(metrics[key])}, not a string")
+    figures = metrics.get("figures", [])
+    if not isinstance(figures, list) or not all(isinstance(f, str) for f in figures):
+        raise bad("'figures' is not a list of file names")
+    _check_wall_time(metrics, path)
+    return metrics
+
+
+def _check_wall_time(payload: Mapping[str, Any], path: Path) -> None:
+    wall = payload.get("wall_time_s")
+    if wall is not None and (isinstance(wall, bool) or not isinstance(wall, int | float)):
+        raise DataError(f"{path}: 'wall_time_s' is {_kind(wall)}, not a number")
+
+
+def read_env(path: str | Path) -> dict[str, Any]:
+    """A reference run's env.json ({} when absent), or DataError."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return {}
+    env = read_json(path)
+    if not isinstance(env, dict):
+        raise DataError(f"{path}: holds {_kind(env)}, not an object")
+    _check_wall_time(env, path)
+    return env
+
+
 def load_reference(root: str | Path = REFERENCE, preset: str = "quick") -> dict[str, dict]:
-    """{module: {"metrics": ..., "env": ...}} for every `root/<module>/<preset>/metrics.json`."""
-    found = {}
+    """{module: {"metrics": ..., "env": ...}} for every `root/<module>/<preset>/metrics.json`.
+
+    DataError (one line) when `root` is not a folder, holds no run of `preset` (rendering it
+    would empty the README's tables), or a file is malformed."""
     root = Path(root)
+    if not root.is_dir():
+        raise DataError(
+            f"{root} is not a folder of reference runs (run from the repository root, or pass "
+            "--root)"
+        )
+    found = {}
     for path in sorted(root.glob(f"*/{preset}/metrics.json")):
-        env_path = path.parent / "env.json"
         found[path.parent.parent.name] = {
-            "metrics": json.loads(path.read_text(encoding="utf-8")),
-            "env": json.loads(env_path.read_text(encoding="utf-8")) if env_path.exists() else {},
+            "metrics": read_metrics(path),
+            "env": read_env(path.parent / "env.json"),
         }
+    if not found:
+        raise DataError(f"{root} holds no reference run (<module>/{preset}/metrics.json)")
     return found
 
 
@@ -235,10 +327,10 @@ def render_table(root: str | Path, src: str, name: str) -> str:
     when the run or the table is absent)."""
     path = Path(root) / src / "metrics.json"
     if not path.exists():
-        return f"No reference run yet: `{Path(root).as_posix()}/{src}`.\n"
-    rows = json.loads(path.read_text(encoding="utf-8")).get("tables", {}).get(name)
+        return f"{NO_RUN} `{Path(root).as_posix()}/{src}`.\n"
+    rows = read_metrics(path).get("tables", {}).get(name)
     if not rows:
-        return f"No table {name!r} in `{path.as_posix()}`.\n"
+        return f"{NO_TABLE} {name!r} in `{path.as_posix()}`.\n"
     columns = list(dict.fromkeys(k for row in rows for k in row))
     lines = [
         "| " + " | ".join(md_cell(c) for c in columns) + " |",
@@ -249,11 +341,24 @@ def render_table(root: str | Path, src: str, name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+NO_RUN, NO_TABLE = "No reference run yet:", "No table"
+
+
 def fill_tables(text: str, root: str | Path = REFERENCE) -> str:
-    """`text` with every table block's body rendered anew from the reference."""
-    return TABLE_BLOCK.sub(
-        lambda m: m["head"] + render_table(root, m["src"], m["name"]) + m["end"], text
-    )
+    """`text` with every table block's body rendered anew from the reference. A block that
+    holds a table is never emptied: DataError when its run or table is missing under `root`."""
+
+    def fill(m: re.Match[str]) -> str:
+        body = render_table(root, m["src"], m["name"])
+        had_table = any(line.startswith("|") for line in m["body"].splitlines())
+        if had_table and body.startswith((NO_RUN, NO_TABLE)):
+            raise DataError(
+                f"table block '{m['src']} | {m['name']}': {body.strip()}; refusing to replace "
+                "the README's table by nothing (wrong --root or working folder?)"
+            )
+        return m["head"] + body + m["end"]
+
+    return TABLE_BLOCK.sub(fill, text)
 
 
 class MarkerError(ValueError):
@@ -347,6 +452,32 @@ def _cpu() -> str:
     return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores visible)"
 
 
+PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*\Z")
+
+
+def reference_folder(root: str | Path, name: Any, preset: Any) -> Path:
+    """`root/<name>/<preset>` for a known module and one of its presets, or DataError: the
+    names come from a run's metrics.json (possibly from another machine), so nothing they say
+    may reach outside `root`."""
+    known = module_order()
+    if not isinstance(name, str) or name not in known:
+        raise DataError(f"metrics.json names experiment {name!r}, not a module of this suite")
+    if not isinstance(preset, str) or not PRESET_NAME.match(preset):
+        raise DataError(f"metrics.json names preset {preset!r}, not a preset name")
+    from experiments.all import MODULES, presets_or_error, short_name
+
+    presets = presets_or_error(next(m for m in MODULES if short_name(m) == name))
+    if isinstance(presets, str):
+        raise DataError(f"cannot check the presets of {name}: {presets}")
+    if preset not in presets:
+        raise DataError(f"{name} has no preset {preset!r} (presets: {', '.join(presets)})")
+    root_resolved = Path(root).resolve()
+    dest = Path(root) / name / preset
+    if not dest.resolve().is_relative_to(root_resolved) or dest.resolve() == root_resolved:
+        raise DataError(f"{dest} resolves outside {root} (a link?); refusing to write there")
+    return dest
+
+
 def add_run(
     run: str | Path,
     root: str | Path = REFERENCE,
@@ -357,29 +488,30 @@ def add_run(
     """Copy a finished run's small outputs into `root/<module>/<preset>/` with an env.json.
 
     `source` names where it came from (default: `run`); `wall_time_s` overrides the recorded
-    wall time (e.g. the training run's, when the claims were re-derived by `--resume`)."""
-    from sinks_jax.run_dir import atomic_write_json, atomic_write_text
+    wall time (e.g. the training run's, when the claims were re-derived by `--resume`).
+    Everything is read and checked first; the new reference is built in a folder beside the
+    old one and swapped in by renames, so a failure at any point leaves the old one whole.
+    DataError for a missing, running or malformed run, or names that are not the suite's."""
+    from sinks_jax.run_dir import atomic_write_json, in_use
 
     run = Path(run)
-    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
-    mark = json.loads((run / "run.json").read_text()) if (run / "run.json").exists() else {}
+    if not (run / "metrics.json").is_file():
+        raise DataError(f"--add {run}: no metrics.json there (not a finished run folder)")
+    if in_use(run):
+        raise DataError(f"--add {run}: a run is still writing it (run.lock is held)")
+    mark = read_json(run / "run.json") if (run / "run.json").exists() else {}
+    if not isinstance(mark, dict):
+        raise DataError(f"{run / 'run.json'}: holds {_kind(mark)}, not an object")
     if mark and mark.get("status") != "complete":
-        raise ValueError(f"{run} is not a complete run (run.json status {mark.get('status')!r})")
-    name, preset = metrics["experiment"], metrics["preset"]
-    dest = Path(root) / name / preset
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    shutil.copy2(run / "metrics.json", dest / "metrics.json")
-    if (run / "report.md").exists():
-        shutil.copy2(run / "report.md", dest / "report.md")
-    if (run / "config.json").exists():
-        shutil.copy2(run / "config.json", dest / "config.json")
-    else:  # multi-run modules keep a config per training run; the module's is in metrics.json
-        atomic_write_text(dest / "config.json", json.dumps(metrics["config"], indent=2) + "\n")
-    key = KEY_FIGURES.get(name)
-    if key and (run / key).exists() and (run / key).stat().st_size < MAX_FIGURE_BYTES:
-        shutil.copy2(run / key, dest / key)
+        raise DataError(f"{run} is not a complete run (run.json status {mark.get('status')!r})")
+    metrics = read_metrics(run / "metrics.json")
+    name, preset = metrics.get("experiment"), metrics.get("preset")
+    dest = reference_folder(root, name, preset)
+    config = read_json(run / "config.json") if (run / "config.json").exists() else None
+    if config is None:  # multi-run modules keep a config per training run
+        config = metrics.get("config")  # the module's is in metrics.json
+    if not isinstance(config, dict):
+        raise DataError(f"{run}: no config (neither config.json nor metrics.json's 'config')")
     finished = datetime.datetime.fromtimestamp(
         (run / "metrics.json").stat().st_mtime, tz=datetime.UTC
     )
@@ -397,8 +529,40 @@ def add_run(
     }
     if note:
         env["note"] = note
-    atomic_write_json(dest / "env.json", env)
+    key = KEY_FIGURES.get(str(name))
+    copies = [f for f in ("metrics.json", "report.md", "config.json") if (run / f).is_file()]
+    if key and (run / key).is_file() and (run / key).stat().st_size < MAX_FIGURE_BYTES:
+        copies.append(key)
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{preset}.incoming-", dir=dest.parent))
+    try:
+        for f in copies:
+            shutil.copy2(run / f, staging / f)
+        if "config.json" not in copies:
+            atomic_write_json(staging / "config.json", config)
+        atomic_write_json(staging / "env.json", env)
+        _swap_in(staging, dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return dest
+
+
+def _swap_in(new: Path, dest: Path) -> None:
+    """Put folder `new` at `dest` by renames; an old `dest` is removed only once `new` is in
+    place (and put back if that fails)."""
+    if not dest.exists():
+        os.replace(new, dest)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+    os.replace(dest, old)  # onto the empty folder just made
+    try:
+        os.replace(new, dest)
+    except BaseException:
+        os.replace(old, dest)
+        raise
+    shutil.rmtree(old)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,6 +591,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wall-time", type=float, help="with --add: the training wall time (s)")
     parser.add_argument("--note", help="with --add: a note for env.json")
     args = parser.parse_args(argv)
+    try:
+        return _main(args)
+    except (SinksJaxError, MarkerError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # e.g. the README or the reference cannot be written
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
+    """Exit 0 done / README current, 1 README stale (`--check`) or reference not the current
+    presets (`--stale`); bad input raises (exit 2 in `main`), touching nothing."""
     if args.add:
         dest = add_run(args.add, args.root, args.source, args.wall_time, args.note)
         print(f"added {args.add} as {dest}")
@@ -441,14 +619,14 @@ def main(argv: list[str] | None = None) -> int:
         print(section, end="")
         return 0
     readme = Path(args.readme)
+    text = read_text(readme)
     try:
-        text = readme.read_text(encoding="utf-8")
         old = current_section(text)
-    except (OSError, MarkerError) as err:
-        print(f"error: {readme}: {err}", file=sys.stderr)
-        return 2
+    except MarkerError as err:
+        raise DataError(f"{readme}: {err}") from None
+    filled = fill_tables(text, args.root)
     if args.check:
-        if old == section and fill_tables(text, args.root) == text:
+        if old == section and filled == text:
             print(f"{readme}: results section and table blocks match {args.root}")
             return 0
         if old == section:
@@ -473,6 +651,16 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"{readme}: results section and table blocks already match {args.root}")
     return 0
+
+
+def read_text(path: Path) -> str:
+    """A README's text, or DataError (one line)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text") from None
+    except OSError as err:
+        raise DataError(f"{path}: {err.strerror or err}") from None
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """The README's results section and report.html, rendered from a tiny fake results folder."""
 
+import base64
+import contextlib
 import json
+import shutil
 import struct
 import zlib
 
@@ -8,6 +11,7 @@ import pytest
 
 from experiments import all as run_all
 from sinks_jax import report_html, results_tables
+from sinks_jax.errors import DataError
 
 CLAIMS_A = [
     {"name": "sink", "paper_value": "0.78 (1k)", "measured": 0.904686, "threshold": ">= 0.8",
@@ -138,7 +142,7 @@ def test_add_run_copies_only_small_outputs(tmp_path):
     assert env["argv"] == ["--seed", "0"]
 
     (run / "run.json").write_text(json.dumps({"status": "running"}))
-    with pytest.raises(ValueError, match="not a complete run"):
+    with pytest.raises(DataError, match="not a complete run"):
         results_tables.add_run(run, tmp_path / "ref")
 
 
@@ -219,3 +223,206 @@ def test_table_blocks_are_filled_from_any_preset_and_checked(reference, tmp_path
     capsys.readouterr()
     assert results_tables.main([*args, "--check"]) == 1
     assert "table block is stale" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Tools that lose nothing: every destructive case runs inside a scratch folder two levels deep.
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def _tree(folder):
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def _complete_run(folder, name="bigram_backcopy", **metrics):
+    run = write_run(folder, name, CLAIMS_B)
+    data = {**json.loads((run / "metrics.json").read_text()), **metrics}
+    (run / "metrics.json").write_text(json.dumps(data))
+    (run / "run.json").write_text(json.dumps({"sinks_jax_run": 1, "status": "complete"}))
+    return run
+
+
+@pytest.fixture
+def scratch(tmp_path):
+    """A scratch folder two levels deep, with a victim folder beside the reference root."""
+    base = tmp_path / "scratch" / "inner"
+    (base / "victim" / "quick").mkdir(parents=True)
+    (base / "victim" / "quick" / "keep.txt").write_text("precious")
+    (base / "ref").mkdir()
+    return base
+
+
+@pytest.mark.parametrize("where", ["dotdot", "absolute", "unknown", "bad preset", "no preset"])
+def test_add_refuses_names_that_leave_the_root_and_deletes_nothing(scratch, capsys, where):
+    experiment, preset = {
+        "dotdot": ("../victim", "quick"),
+        "absolute": (str(scratch / "victim"), "quick"),
+        "unknown": ("victim", "quick"),
+        "bad preset": ("bigram_backcopy", "../../victim/quick"),
+        "no preset": ("bigram_backcopy", "nope"),
+    }[where]
+    run = _complete_run(scratch / "run", experiment=experiment, preset=preset)
+    before = _tree(scratch / "victim")
+    assert results_tables.main(["--add", str(run), "--root", str(scratch / "ref")]) == 2
+    assert "metrics.json names" in _one_line(capsys) or where == "no preset"
+    assert _tree(scratch / "victim") == before
+    assert list((scratch / "ref").iterdir()) == []
+
+
+def test_add_keeps_the_old_reference_when_the_new_one_fails(scratch, capsys, monkeypatch):
+    root = scratch / "ref"
+    old = results_tables.add_run(_complete_run(scratch / "old"), root)
+    before = _tree(old)
+    no_config = _complete_run(scratch / "new", config=None)  # and no config.json
+    metrics = json.loads((no_config / "metrics.json").read_text())
+    del metrics["config"]
+    (no_config / "metrics.json").write_text(json.dumps(metrics))
+    assert results_tables.main(["--add", str(no_config), "--root", str(root)]) == 2
+    assert "no config" in _one_line(capsys)
+    assert _tree(old) == before
+
+    calls = []
+
+    def copy_fails_half_way(src, dst):
+        calls.append(src)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device", str(dst))
+        return shutil.copy2(src, dst)
+
+    monkeypatch.setattr(results_tables.shutil, "copy2", copy_fails_half_way)
+    (scratch / "old" / "report.md").write_text("# report\n")
+    assert results_tables.main(["--add", str(scratch / "old"), "--root", str(root)]) == 2
+    assert "No space left" in _one_line(capsys)
+    assert _tree(old) == before
+    assert sorted(p.name for p in old.parent.iterdir()) == ["quick"]  # no staging left behind
+
+
+@pytest.mark.parametrize("mode", ["--write", "--check", None])
+@pytest.mark.parametrize("root", ["missing", "empty"])
+def test_a_root_without_runs_is_an_error_and_the_readme_is_untouched(
+    tmp_path, monkeypatch, capsys, mode, root
+):
+    cwd = tmp_path / "scratch" / "cwd"  # a wrong working folder with a README of its own
+    cwd.mkdir(parents=True)
+    readme = cwd / "README.md"
+    readme.write_text(
+        f"{results_tables.BEGIN}\n| a | b |\n{results_tables.END}\n"
+        "<!-- table: alpha/quick | T -->\n| x |\n| --- |\n| 1 |\n<!-- table:end -->\n"
+    )
+    before = readme.read_bytes()
+    if root == "empty":
+        (cwd / "results" / "reference").mkdir(parents=True)
+    monkeypatch.chdir(cwd)
+    assert results_tables.main([mode] if mode else []) == 2
+    assert "reference run" in _one_line(capsys)
+    assert readme.read_bytes() == before
+
+
+def test_write_never_empties_a_table_block(reference, tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        f"{results_tables.BEGIN}\n{results_tables.END}\n"
+        "<!-- table: gamma/cpu | T -->\n| x |\n| --- |\n| 1 |\n<!-- table:end -->\n"
+    )
+    before = readme.read_bytes()
+    for mode in ("--write", "--check"):
+        assert results_tables.main([mode, "--root", str(reference), "--readme", str(readme)]) == 2
+        assert "refusing to replace the README's table by nothing" in _one_line(capsys)
+        assert readme.read_bytes() == before
+
+
+BAD_FILES = {
+    "truncated metrics": ("metrics.json", b'{"experiment": "alpha", "claims": [{"na'),
+    "metrics a list": ("metrics.json", b"[1, 2]"),
+    "claims not objects": ("metrics.json", b'{"claims": [1, "two"]}'),
+    "claims a string": ("metrics.json", b'{"claims": "all passed"}'),
+    "config a list": ("metrics.json", b'{"claims": [], "config": []}'),
+    "wall time text": ("metrics.json", b'{"claims": [], "wall_time_s": "long"}'),
+    "env not utf-8": ("env.json", b'{"date": "\xff\xfe"}'),
+    "env a list": ("env.json", b"[]"),
+    "env a folder": ("env.json", None),
+}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_FILES))
+def test_malformed_reference_files_are_one_line_exit_2(reference, tmp_path, capsys, bad):
+    name, content = BAD_FILES[bad]
+    target = reference / "alpha" / "quick" / name
+    if content is None:
+        target.mkdir()
+    else:
+        target.write_bytes(content)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{results_tables.BEGIN}\nold\n{results_tables.END}\n")
+    for mode in ([], ["--check"], ["--write"]):
+        code = results_tables.main([*mode, "--root", str(reference), "--readme", str(readme)])
+        assert code == 2
+        assert name in _one_line(capsys)
+    assert readme.read_text() == f"{results_tables.BEGIN}\nold\n{results_tables.END}\n"
+    page = tmp_path / "page.html"
+    assert report_html.main([str(reference), "--out", str(page)]) == 2
+    assert name in _one_line(capsys)
+    assert not page.exists()
+
+
+@pytest.mark.parametrize("state", ["missing", "running", "locked", "mark a list"])
+def test_add_of_a_missing_or_running_folder_is_one_line(tmp_path, capsys, state):
+    from sinks_jax import run_dir
+
+    run = _complete_run(tmp_path / "run")
+    if state == "missing":
+        run = tmp_path / "no_such_run"
+    elif state == "running":
+        (run / "run.json").write_text(json.dumps({"sinks_jax_run": 1, "status": "running"}))
+    elif state == "mark a list":
+        (run / "run.json").write_text("[]")
+    with contextlib.ExitStack() as stack:
+        if state == "locked":  # a resumed run: the old mark says complete, the lock is held
+            stack.enter_context(run_dir.RunLock(run).acquire())
+        assert results_tables.main(["--add", str(run), "--root", str(tmp_path / "ref")]) == 2
+    expected = {
+        "missing": "no metrics.json",
+        "running": "not a complete run",
+        "locked": "still writing",
+        "mark a list": "not an object",
+    }[state]
+    assert expected in _one_line(capsys)
+    assert not (tmp_path / "ref").exists()
+
+
+def test_report_html_out_a_folder_writes_the_page_into_it(reference, tmp_path, capsys):
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    assert report_html.main([str(reference), "--out", str(pages)]) == 0
+    assert (pages / "report.html").read_text().startswith("<!DOCTYPE html>")
+    (tmp_path / "a_file").write_text("x")
+    assert report_html.main([str(reference), "--out", str(tmp_path / "a_file" / "r.html")]) == 2
+    assert "cannot write the page" in _one_line(capsys)
+
+
+def test_report_html_embeds_only_regular_files_inside_the_root(reference, tmp_path):
+    secret = tmp_path / "outside" / "secret.png"
+    secret.parent.mkdir()
+    secret.write_bytes(png() + b"SECRET-BYTES")
+    (reference / "alpha" / "quick" / "linked.png").symlink_to(secret)
+    (reference / "beta" / "quick" / "folder.png").mkdir()
+    linked_module = tmp_path / "outside" / "gamma"
+    write_run(linked_module, "gamma", CLAIMS_B, figures=["g.png"])
+    (reference / "gamma").symlink_to(linked_module)
+    out = tmp_path / "page.html"
+    report_html.write(reference, out, embed=True)
+    page = out.read_text()
+    assert base64.b64encode(secret.read_bytes()).decode() not in page
+    assert "linked.png" not in page
+    assert "folder.png" not in page
+    assert "g.png" not in page  # the linked module folder is not read
+    assert "a.png — alpha" in page  # the real figure still is

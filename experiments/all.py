@@ -11,6 +11,10 @@ small-GPT modules have) is skipped. At the end the claims of every module are su
 `DIR/summary.md` (default DIR: results/all/<preset>), and `DIR/report.html` shows every claim,
 figure, config, wall time and the environment on one page (`sinks_jax.report_html`).
 
+Ctrl-C (or SIGTERM) stops the scheduling: the running modules get one SIGINT each (their run
+folders say 'interrupted' and keep their checkpoints for `--resume`), the queued ones do not
+start, and the summary and report.html show what finished; exit 130 (143 for SIGTERM).
+
 `--jobs N` runs N module processes at a time (for many cores or a large GPU); each then writes
 its output to `DIR/<module>.log`, and on a GPU takes at most 1/N of its memory
 (`XLA_PYTHON_CLIENT_PREALLOCATE=false`, `XLA_PYTHON_CLIENT_MEM_FRACTION`). On 2 CPU cores keep
@@ -20,14 +24,17 @@ the default of one: each module's XLA program already uses both cores.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from sinks_jax.errors import OutputError
 from sinks_jax.run_dir import atomic_write_text, check_out_dir
@@ -88,6 +95,8 @@ def select(only: str | None) -> list[str]:
     unknown = [w for w in wanted if w not in known]
     if unknown:
         raise UsageError(f"unknown module(s) {unknown}; known: {', '.join(known)}")
+    if twice := sorted({w for w in wanted if wanted.count(w) > 1}):
+        raise UsageError(f"--only names {', '.join(twice)} more than once; name each module once")
     return [known[w] for w in wanted]
 
 
@@ -139,25 +148,168 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     status: dict[str, str] = {}
     lock = threading.Lock()
+    stop = threading.Event()  # set by Ctrl-C: no further module starts
+    queue = list(modules)  # in order; each worker takes the next
 
-    def run_one(m: str) -> None:
+    def run_one(m: str) -> str:
         module_presets = presets[m]
         if isinstance(module_presets, str):  # the module did not import: its error
-            result = module_presets
-        elif args.preset not in module_presets:
-            result = f"no '{args.preset}' preset"
-        else:
-            result = run_module(m, args.preset, out_root, args.jobs)
-        with lock:
-            status[m] = result
-            write_summary(out_root, args.preset, modules, status)  # kept up to date
+            return module_presets
+        if args.preset not in module_presets:
+            return f"no '{args.preset}' preset"
+        return run_module(m, args.preset, out_root, args.jobs)
 
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for future in [pool.submit(run_one, m) for m in modules]:
-            future.result()
+    def worker() -> None:
+        # started with SIGINT/SIGTERM held back (`_signals_deferred`); unblocked here, or the
+        # module processes started from this thread would inherit the mask and ignore Ctrl-C
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, DEFERRED_SIGNALS)
+        try:
+            work()
+        finally:
+            with lock:
+                running[0] -= 1
+                if running[0] == 0:
+                    all_done.set()
+
+    def work() -> None:
+        while True:
+            with lock:
+                if stop.is_set() or not queue:
+                    return
+                m = queue.pop(0)
+            try:
+                result = run_one(m)
+            except Exception as err:  # a bug here must not pass for 'not run'
+                result = f"failed: {type(err).__name__}: {err}"
+            with lock:
+                status[m] = result
+                write_summary(out_root, args.preset, modules, status)  # kept up to date
+
+    interrupted = 0
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(args.jobs)]
+    running, all_done = [len(threads)], threading.Event()  # (Thread.join is not safe to
+    try:  # interrupt and join again: its thread can pass for ended)
+        with _sigterm_as_interrupt():
+            with _signals_deferred():  # a Ctrl-C now waits until every worker has started
+                for t in threads:
+                    t.start()
+            all_done.wait()
+    except KeyboardInterrupt as err:
+        interrupted = 143 if isinstance(err, _Terminated) else 130
+        stop.set()
+        print("\n[all] interrupted: ending the running module(s); no other starts", flush=True)
+        CHILDREN.interrupt_all()
+        _wait_through_interrupts(all_done)  # each worker returns once its module has ended
+    for m in modules:
+        status.setdefault(m, NOT_RUN)
+    write_summary(out_root, args.preset, modules, status)
     print(summarise(out_root, modules, status))
     write_report_html(out_root, args.preset, modules, status)
+    if interrupted:
+        return interrupted
     return 0 if all(s == "ok" or s.startswith("no ") for s in status.values()) else 1
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM held back in this thread (delivered on leaving), so that Ctrl-C does
+    not land half-way through starting the workers."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, DEFERRED_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _wait_through_interrupts(done: threading.Event) -> None:
+    """Wait for the workers; a further Ctrl-C kills the module processes outright."""
+    while True:
+        try:
+            done.wait()
+            return
+        except KeyboardInterrupt:
+            CHILDREN.kill_all()
+
+
+NOT_RUN = "not run (interrupted)"
+DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is (exit 143)."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Children:
+    """The module processes now running, so that Ctrl-C can end them. Each runs in a process
+    group of its own, so a terminal's Ctrl-C reaches only this orchestrator, which then sends
+    each module one SIGINT (it marks its run folder 'interrupted' and keeps its checkpoints; a
+    second SIGINT could cut that short) and SIGKILL after `grace_s`."""
+
+    def __init__(self) -> None:
+        self._procs: set[subprocess.Popen[bytes]] = set()
+        self._lock = threading.Lock()
+
+    def run(self, cmd: list[str], **popen: Any) -> int:
+        """`subprocess.call`, with the process known while it runs."""
+        proc = subprocess.Popen(cmd, process_group=0, **popen)
+        with self._lock:
+            self._procs.add(proc)
+        try:
+            return proc.wait()
+        except BaseException:  # Ctrl-C while waiting here (the main thread): end it first
+            self._end(proc)
+            raise
+        finally:
+            with self._lock:
+                self._procs.discard(proc)
+
+    def interrupt_all(self, grace_s: float = 60.0) -> None:
+        with self._lock:
+            procs = list(self._procs)
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + grace_s
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def kill_all(self) -> None:
+        with self._lock:
+            procs = list(self._procs)
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+
+    def _end(self, proc: subprocess.Popen[bytes]) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            proc.kill()
+            proc.wait()
+
+
+CHILDREN = Children()
 
 
 def prepare(
@@ -208,13 +360,24 @@ def run_module(module: str, preset: str, out_root: Path, jobs: int = 1) -> str:
     print(f"[all] {' '.join(cmd[1:])}", flush=True)
     t0 = time.perf_counter()
     if jobs == 1:
-        rc = subprocess.call(cmd, env=_env_for_jobs(jobs))
+        rc = CHILDREN.run(cmd, env=_env_for_jobs(jobs))
     else:
         with open(out_root / f"{short_name(module)}.log", "w") as log:
-            rc = subprocess.call(cmd, env=_env_for_jobs(jobs), stdout=log, stderr=subprocess.STDOUT)
-    status = "ok" if rc == 0 else f"exit {rc}"
+            rc = CHILDREN.run(cmd, env=_env_for_jobs(jobs), stdout=log, stderr=subprocess.STDOUT)
+    status = module_status(rc)
     print(f"[all] {short_name(module)}: {status} in {time.perf_counter() - t0:.0f} s", flush=True)
     return status
+
+
+def module_status(rc: int) -> str:
+    """A module process's status from its exit code (negative: killed by that signal)."""
+    if rc == 0:
+        return "ok"
+    if rc in (130, -signal.SIGINT):
+        return "interrupted"
+    if rc in (143, -signal.SIGTERM):
+        return "terminated"
+    return f"exit {rc}"
 
 
 def write_summary(out_root: Path, preset: str, modules: list[str], status: dict[str, str]) -> None:
@@ -228,13 +391,18 @@ def write_report_html(
 ) -> None:
     """`DIR/report.html` beside summary.md (figures linked relative to the page)."""
     from sinks_jax import report_html
+    from sinks_jax.errors import SinksJaxError
 
-    page = report_html.write(
-        out_root,
-        preset=preset,
-        status={short_name(m): status[m] for m in modules},
-        title=f"All modules [{preset}]",
-    )
+    try:
+        page = report_html.write(
+            out_root,
+            preset=preset,
+            status={short_name(m): status[m] for m in modules},
+            title=f"All modules [{preset}]",
+        )
+    except SinksJaxError as err:  # e.g. a module left a malformed metrics.json
+        print(f"[all] no report.html: {err}", file=sys.stderr, flush=True)
+        return
     print(f"[all] report: {page}", flush=True)
 
 

@@ -100,3 +100,50 @@ def test_jobs_run_modules_side_by_side_each_with_a_share_of_gpu_memory(tmp_path,
     env = run_all._env_for_jobs(3)
     assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
     assert float(env["XLA_PYTHON_CLIENT_MEM_FRACTION"]) == pytest.approx(0.3)
+
+
+def test_only_naming_a_module_twice_is_refused(tmp_path, monkeypatch, capsys):
+    ran = []
+    monkeypatch.setattr(run_all, "run_module", lambda m, preset, out, jobs=1: ran.append(m) or "ok")
+    argv = ["--only", "adam_vs_sgd_peak,adam_vs_sgd_peak", "--jobs", "2", "--out", str(tmp_path)]
+    assert run_all.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "adam_vs_sgd_peak more than once" in err
+    assert len(err.strip().splitlines()) == 1
+    assert ran == []
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_ctrl_c_stops_scheduling_and_writes_what_finished(tmp_path, monkeypatch, jobs):
+    """Ctrl-C while the second of three modules runs: the third never starts, the summary and
+    report.html show the first as ok and the second as interrupted, exit 130."""
+    import os
+    import signal
+    import time
+
+    from tests.test_results_tables import CLAIMS_B, write_run
+
+    ran = []
+
+    def fake_run(module, preset, out_root, jobs=1):
+        name = run_all.short_name(module)
+        ran.append(name)
+        if name != "mutual_reinforcement":
+            write_run(out_root / name, name, CLAIMS_B)
+            return "ok"
+        os.kill(os.getpid(), signal.SIGINT)  # the main thread gets KeyboardInterrupt
+        time.sleep(0.5)
+        return run_all.module_status(130)  # what a module process answers to SIGINT
+
+    monkeypatch.setattr(run_all, "run_module", fake_run)
+    only = "adam_vs_sgd_peak,mutual_reinforcement,ctr_construction"
+    assert run_all.main(["--only", only, "--jobs", jobs, "--out", str(tmp_path)]) == 130
+    if jobs == "1":  # with two, the third may start while the second runs
+        assert ran == ["adam_vs_sgd_peak", "mutual_reinforcement"]
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| adam_vs_sgd_peak | ok | 1/1 |" in summary
+    assert "| mutual_reinforcement | interrupted |" in summary
+    third = "ok | 1/1" if "ctr_construction" in ran else "not run (interrupted)"
+    assert f"| ctr_construction | {third} |" in summary
+    assert f"{len(ran) - 1} passed / {len(ran) - 1} claims" in (tmp_path / "report.html").read_text()

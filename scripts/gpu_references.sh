@@ -11,18 +11,33 @@
 # one or two modules (the default list is all four, for a machine without those limits). Then,
 # here: unpack a tarball into a folder and `python -m sinks_jax.results_tables --add FOLDER
 # --source "H100, …"` puts it under results/reference/<module>/<preset>/.
-set -uo pipefail
-out=$(realpath -m "${OUT:?set OUT to the folder that is copied back}")
+set -euo pipefail
+# OUT first: an empty one would put every log and tarball at the filesystem root.
+if [ -z "${OUT:-}" ]; then
+  echo "error: set OUT to the folder that is copied back (e.g. OUT=\$OUT on the device)" >&2
+  exit 2
+fi
+out=$(realpath -m "$OUT")
+if [ -z "$out" ] || [ "$out" = / ]; then
+  echo "error: OUT=$OUT is the filesystem root; name a folder of its own" >&2
+  exit 2
+fi
 cd "$(dirname "$0")/.."
 runs=${RUNS:-/tmp/gpu_runs}
 limit=${LIMIT_S:-240}
 python=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
-mkdir -p "$out" "$runs"
 if [ $# -eq 0 ]; then
   set -- experiments.depth_design:gpu experiments.context_length_sweep:gpu \
     experiments.packing_sweep:gpu experiments.text_sink_search:paper
 fi
+for item in "$@"; do # every argument checked before anything runs
+  if ! [[ $item =~ ^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z0-9_-]+$ ]]; then
+    echo "error: $item is not MODULE:PRESET (e.g. experiments.depth_design:gpu)" >&2
+    exit 2
+  fi
+done
+mkdir -p "$out" "$runs"
 worst=0
 for item in "$@"; do
   mod=${item%%:*}
@@ -30,11 +45,12 @@ for item in "$@"; do
   name=${mod##*.}
   log="$out/$name.log"
   start=$(date +%s)
-  timeout "$limit" "$python" -m "$mod" --preset "$preset" --out "$runs/$name" >"$log" 2>&1
-  rc=$?
+  rc=0
+  timeout "$limit" "$python" -m "$mod" --preset "$preset" --out "$runs/$name" >"$log" 2>&1 || rc=$?
   echo "rc=$rc wall=$(($(date +%s) - start))s module=$mod preset=$preset" >>"$log"
   if [ "$rc" -gt "$worst" ]; then worst=$rc; fi
-  files=$(cd "$runs/$name" 2>/dev/null && ls metrics.json report.md config.json ./*.png 2>/dev/null)
+  files=$(cd "$runs/$name" 2>/dev/null && ls metrics.json report.md config.json ./*.png 2>/dev/null) ||
+    true # some are missing when the run failed
   if [ -n "$files" ]; then
     # shellcheck disable=SC2086  # the names are the run's own, without spaces
     (cd "$runs/$name" && tar -czf "$out/$name.tar.gz" $files)

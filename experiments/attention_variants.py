@@ -141,6 +141,12 @@ class VariantsConfig(lm.LMConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         require(0.3 in self.sink_eps, "sink_eps", self.sink_eps, "a tuple that holds 0.3")
+        require(
+            not (self.sweep.sgd and self.optim.name == "sgd"),
+            "sweep.sgd",
+            self.sweep.sgd,
+            "False when optim.name='sgd' (the SGD row would replace the softmax baseline's)",
+        )
 
 
 QUICK_TRAIN = TrainConfig(steps=1000, eval_every=250, checkpoint_every=1000, progress=False)
@@ -243,11 +249,12 @@ def measure(run: lm.LMRun) -> dict[str, Any]:
     out = lm.forward(run.model(), run.batch, MEASURE_CAPTURE)
     t = run.batch.inputs.shape[1]
     real_BxT = run.batch.counted()
-    scores_LxH = np.asarray(last["first_scores"])
-    layer, head = np.unravel_index(np.argmax(scores_LxH), scores_LxH.shape)
+    scores_LxH = np.asarray(last["first_scores"], dtype=float)  # NaN: a layer without attention
+    layer, head = np.unravel_index(np.nanargmax(scores_LxH), scores_LxH.shape)
     virtual, peak, first_vs_others, kurt = [], [], [], []
     for obs in out.layers:
-        virtual.append(np.asarray(metrics.virtual_mass(obs.attn_weights, real_BxT)))
+        if obs.attn_weights is not None:
+            virtual.append(np.asarray(metrics.virtual_mass(obs.attn_weights, real_BxT)))
         h_NxD = np.asarray(obs.residual)[real_BxT]
         peak.append(float(np.abs(h_NxD).max() / max(np.median(np.abs(h_NxD)), 1e-12)))
         norms_BxT = np.linalg.norm(np.asarray(obs.residual), axis=-1)
@@ -262,7 +269,7 @@ def measure(run: lm.LMRun) -> dict[str, Any]:
     return {
         "val_loss": last["val_loss"],
         "sink_rate_0.3": last["sink_rate_0.3"],
-        "max_first_score": float(scores_LxH.max()),
+        "max_first_score": float(np.nanmax(scores_LxH)),
         "virtual_mass_mean": float(virtual_LxH.mean()),
         "virtual_mass_max": float(virtual_LxH.max()),
         "massive_ratio": max(peak),
@@ -335,9 +342,14 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return table
 
 
+def baseline(table: list[dict[str, Any]], optimizer: str) -> dict[str, Any]:
+    """The table's `softmax` row with the preset's optimiser (`sweep.variants` always holds it)."""
+    return next(r for r in table if (r["variant"], r["optimizer"]) == ("softmax", optimizer))
+
+
 def make_claims(cfg: VariantsConfig, table: list[dict[str, Any]]) -> list:
     adam = {r["variant"]: r for r in table if r["optimizer"] == cfg.optim.name}
-    base = adam["softmax"]
+    base = baseline(table, cfg.optim.name)
     rate = "sink rate ε=0.3"
     stable = {v: row["diverged"] == 0 for v, row in adam.items()}
     claims = []
@@ -423,23 +435,25 @@ def run(cfg: VariantsConfig, ctx: RunContext) -> dict[str, Any]:
         "paper_statement": PAPER_STATEMENT,
         "runs": rows,
         "tables": {"Attention variants (seed means)": table},
-        "figures": make_figures(ctx, table, rows),
+        "figures": make_figures(ctx, table, rows, cfg.optim.name),
     }
 
 
 def make_figures(
-    ctx: RunContext, table: list[dict[str, Any]], rows: list[dict[str, Any]]
+    ctx: RunContext, table: list[dict[str, Any]], rows: list[dict[str, Any]], optimizer: str
 ) -> list[str]:
+    """One bar panel per measure, a bar per table row; losses relative to `baseline` (the
+    softmax row with the preset's `optimizer`, wherever it stands in the table)."""
     plt = plotting.plt
 
     def virtual_mass(variant: str, opt: str) -> float:
         return seed_mean(rows, variant, opt, "virtual_mass_mean") if variant in VIRTUAL else 0.0
 
     labels = [
-        r["variant"] + ("" if r["optimizer"] == table[0]["optimizer"] else f" ({r['optimizer']})")
+        r["variant"] + ("" if r["optimizer"] == optimizer else f" ({r['optimizer']})")
         for r in table
     ]
-    base = table[0]["val loss"]  # the softmax baseline with the preset's optimiser
+    base = baseline(table, optimizer)["val loss"]
     panels = (
         ("first-position sink rate (ε = 0.3)", [r["sink rate ε=0.3"] for r in table]),
         (

@@ -26,11 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from sinks_jax import metrics, plotting
+from sinks_jax import metrics, plotting, run_dir
 from sinks_jax.claims import check
 from sinks_jax.cli import Experiment, RunContext, main
 from sinks_jax.config import TrainConfig, require
 from sinks_jax.config import run_config as plain_run_config
+from sinks_jax.errors import ConfigError
 from sinks_jax.tasks import corpus, lm, lm_presets
 from sinks_jax.train import eval_schedule
 
@@ -170,7 +171,24 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def check_resume_budget(cfg: ContextSweepConfig, ctx: RunContext) -> None:
+    """ConfigError before any training when `--resume` changes `train.steps` under
+    `long_factor` > 1: the short budget is read from the long runs' evals, and those runs have
+    no eval at a new short budget that falls inside the steps they already trained."""
+    if not ctx.resume or cfg.sweep.long_factor == 1 or not run_dir.is_run_dir(ctx.out_dir):
+        return
+    saved = run_dir.read_mark(ctx.out_dir).get("config", {}).get("train", {}).get("steps")
+    if saved is not None and saved != cfg.train.steps:
+        raise ConfigError(
+            f"cannot resume {ctx.out_dir} with train.steps {saved} -> {cfg.train.steps}: with "
+            f"sweep.long_factor={cfg.sweep.long_factor} the short budget is read from the long "
+            "runs, which have no eval at the new one; start a fresh run (or resume with "
+            f"train.steps={saved})"
+        )
+
+
 def run(cfg: ContextSweepConfig, ctx: RunContext) -> dict[str, Any]:
+    check_resume_budget(cfg, ctx)
     short = cfg.train.steps
     long = short * cfg.sweep.long_factor
     for context in cfg.sweep.contexts:  # every run's config is validated before any training starts

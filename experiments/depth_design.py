@@ -41,7 +41,8 @@ Outputs (results/depth_design/<preset>/): metrics.json, `sink_heads_vs_depth.png
     python -m experiments.depth_design --preset quick   # CPU
     python -m experiments.depth_design --preset quick --set sweep.steps_per_layer=2000
 
-A run at depth L trains `sweep.steps_per_layer` × L steps: `--steps` (`train.steps`) is not used.
+A run at depth L trains `sweep.steps_per_layer` × L steps: `--steps` (`train.steps`) is not used,
+and refused.
 """
 
 from __future__ import annotations
@@ -87,10 +88,12 @@ class DepthDesign:
         require_depths(self.depths, self.n_seeds)
         require(self.steps_per_layer >= 1, "sweep.steps_per_layer", self.steps_per_layer, ">= 1")
         require(
-            len(self.corpora) >= 1 and set(self.corpora) <= set(CORPORA),
+            len(self.corpora) >= 1
+            and set(self.corpora) <= set(CORPORA)
+            and len(set(self.corpora)) == len(self.corpora),
             "sweep.corpora",
             self.corpora,
-            f"a non-empty subset of {CORPORA}",
+            f"a non-empty subset of {CORPORA}, each name once (one run folder per name)",
         )
         require(self.quiet > 0, "sweep.quiet", self.quiet, "> 0")
         require(self.mixing_sequences >= 1, "sweep.mixing_sequences", self.mixing_sequences, ">= 1")
@@ -146,6 +149,12 @@ class DepthDesignConfig(lm.LMConfig):
             "model.max_len",
             self.model.max_len,
             ">= the context of both corpora",
+        )
+        require(
+            not self.model.layers_without_attention,
+            "model.layers_without_attention",
+            self.model.layers_without_attention,
+            "() (the head census reads every layer's heads)",
         )
 
 
@@ -400,7 +409,15 @@ def make_figures(ctx, cfg, rows, table) -> list[str]:
     return files
 
 
-EXPERIMENT = Experiment("depth_design", __doc__, PRESETS, run, NOTES)
+EXPERIMENT = Experiment(
+    "depth_design",
+    __doc__,
+    PRESETS,
+    run,
+    NOTES,
+    steps_unused="a run at depth L trains sweep.steps_per_layer × L steps; set the budget with "
+    "--set sweep.steps_per_layer=N",
+)
 
 if __name__ == "__main__":
     raise SystemExit(main(EXPERIMENT))

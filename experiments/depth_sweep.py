@@ -239,7 +239,7 @@ def make_figures(ctx, cfg, rows, table) -> list[str]:
     grid = np.full((len(cfg.sweep.depths), max(cfg.sweep.depths)), np.nan)
     for i, d in enumerate(cfg.sweep.depths):
         per_layer = [r["sink_rate_by_layer_0.3"] for r in rows if r["depth"] == d]
-        grid[i, :d] = np.mean(per_layer, axis=0)
+        grid[i, :d] = np.mean(np.asarray(per_layer, dtype=float), axis=0)  # NaN: no attention
     fig, ax = plt.subplots(
         figsize=(1.5 + 0.45 * max(cfg.sweep.depths), 0.8 + 0.45 * len(cfg.sweep.depths))
     )

@@ -85,7 +85,8 @@ class Phenomenology:
     caught_min: float = 0.5  # a token is caught when this much of its attention is on the sink
     tag_share: float = 0.5  # the claim's threshold
     tag_margin: float = 0.1  # caught tokens' share above the uncaught null (second claim)
-    # The split sweep's budgets, as ranks r (2 r (D+1) numbers per head); None: 1, 2, 4, …, d_head.
+    # The split sweep's budgets, as distinct ranks r in [1, d_head] (2 r (D+1) numbers per head);
+    # None: 1, 2, 4, …, d_head.
     split_ranks: tuple[int, ...] | None = None
     massive_factor: float = 20.0  # entries above this × median |h| count as massive
     dormant: float = 0.9
@@ -97,10 +98,15 @@ class Phenomenology:
             require(0 < value <= 1, f"sweep.{name}", value, "in (0, 1]")
         require(self.massive_factor > 1, "sweep.massive_factor", self.massive_factor, "> 1")
         require(
-            self.split_ranks is None or (self.split_ranks and min(self.split_ranks) >= 1),
+            self.split_ranks is None
+            or (
+                bool(self.split_ranks)
+                and min(self.split_ranks) >= 1
+                and len(set(self.split_ranks)) == len(self.split_ranks)
+            ),
             "sweep.split_ranks",
             self.split_ranks,
-            "None or a non-empty tuple of ranks >= 1",
+            "None or a non-empty tuple of distinct ranks >= 1",
         )
 
 
@@ -127,6 +133,20 @@ class PhenomenologyConfig(lm.LMConfig):
             "model.attention",
             self.model.attention,
             "'softmax' (the measurements read one weight per real key)",
+        )
+        require(
+            not self.model.layers_without_attention,
+            "model.layers_without_attention",
+            self.model.layers_without_attention,
+            "() (the measurements read every layer's attention)",
+        )
+        d_head = self.model.d_head
+        require(
+            self.sweep.split_ranks is None or max(self.sweep.split_ranks) <= d_head,
+            "sweep.split_ranks",
+            self.sweep.split_ranks,
+            f"ranks <= the head dimension model.d_model / model.n_heads = {d_head} (a head's "
+            "query-key form has rank at most d_head: a larger rank is the whole form again)",
         )
 
 

@@ -103,11 +103,13 @@ def run(cfg: lm.LMConfig, ctx: RunContext) -> dict[str, Any]:
             "layer": l,
             "sink_rate_0.3": last["sink_rate_by_layer_0.3"][l],
             "sink_rate_0.8": last["sink_rate_by_layer_0.8"][l],
-            "max_head_score": max(last["first_scores"][l]),
+            "max_head_score": None if scores[0] is None else max(scores),  # None: no attention
             "first_residual_norm": res["first"],
             "others_residual_norm": res["others"],
         }
-        for l, res in enumerate(last["residual_first_vs_others"])
+        for l, (res, scores) in enumerate(
+            zip(last["residual_first_vs_others"], last["first_scores"], strict=True)
+        )
     ]
     classes = [
         {"token class": k, "max over heads": v, "mean over heads": last["class_scores_mean"][k]}
@@ -142,11 +144,13 @@ def make_figures(ctx: RunContext, r: lm.LMRun) -> list[str]:
     fig.tight_layout()
     files += ctx.save_figure(fig, "sink_rate_over_training")
 
-    scores = np.asarray(evals[-1]["first_scores"])  # [L,H]
+    scores = np.asarray(evals[-1]["first_scores"], dtype=float)  # [L,H], NaN: no attention
     fig, ax = plt.subplots(figsize=(1.2 + 0.5 * scores.shape[1], 1.0 + 0.45 * scores.shape[0]))
     im = ax.imshow(scores, cmap="viridis", vmin=0, vmax=1, aspect="auto")
     for (l, h), v in np.ndenumerate(scores):
-        ax.text(h, l, f"{v:.2f}", ha="center", va="center", fontsize=6, color="w")
+        none = np.isnan(v)  # a layer without attention
+        text, color = ("—", "k") if none else (f"{v:.2f}", "w")
+        ax.text(h, l, text, ha="center", va="center", fontsize=6, color=color)
     ax.set(xlabel="head", ylabel="layer", title="first-position sink score (final)")
     ax.set_xticks(range(scores.shape[1]))
     ax.set_yticks(range(scores.shape[0]))
@@ -156,7 +160,13 @@ def make_figures(ctx: RunContext, r: lm.LMRun) -> list[str]:
 
     t = min(32, r.cfg.data.seq_len)
     out = lm.forward(r.model(), r.batch)
-    att = np.stack([np.asarray(o.attn_weights[0, :, :t, :t]) for o in out.layers])
+    blank = np.full((r.cfg.model.n_heads, t, t), np.nan)  # a layer without attention
+    att = np.stack(
+        [
+            blank if o.attn_weights is None else np.asarray(o.attn_weights[0, :, :t, :t])
+            for o in out.layers
+        ]
+    )
     ids = np.asarray(r.batch.inputs[0, :t])
     labels = [corpus.decode(ids[i : i + 1], r.cfg.data, r.store) for i in range(t)]
     fig = plotting.attention_grid(att, labels, title="attention, first validation row")

@@ -84,6 +84,12 @@ class PackingSweep:
         for p in self.packings:
             require(p in corpus.PACKINGS, "sweep.packings", self.packings, str(corpus.PACKINGS))
         require(
+            len(set(self.packings)) == len(self.packings),
+            "sweep.packings",
+            self.packings,
+            "each packing once (one run folder per packing)",
+        )
+        require(
             set(BOS_FIRST) | {"no_bos"} <= set(self.packings),
             "sweep.packings",
             self.packings,
@@ -111,6 +117,12 @@ class PackingSweepConfig(lm.LMConfig):
             "sweep.long_doc_len_min",
             self.sweep.long_doc_len_min,
             f">= data.seq_len + 1 = {self.data.seq_len + 1} (documents at least one window long)",
+        )
+        require(
+            not self.model.layers_without_attention,
+            "model.layers_without_attention",
+            self.model.layers_without_attention,
+            "() (the sink locations and perturbation scores read every layer's attention)",
         )
 
 

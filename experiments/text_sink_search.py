@@ -12,7 +12,9 @@ Per candidate (validation rows, every eval): validation loss (nats per token, an
 so that byte and BPE candidates compare: a BPE token holds about three bytes, so equal tokens per
 step is about three times the text), the largest first-position head score and the sink rate at
 the two ε of `sink_eps`; the table also gives the largest score at half the
-steps, to tell a score still rising from one at a plateau.
+steps, to tell a score still rising from one at a plateau (after `--resume` with more steps, half
+may fall inside the steps already trained: then the columns read the eval nearest it, and the
+report's notes say which).
 
 Claim: some candidate forms a first-position sink within the budget (sink rate at ε = 0.3 > 0),
 as every pre-trained LM in the papers does. It records what was seen; it is not expected to
@@ -136,9 +138,15 @@ def tokens_per_byte(data: corpus.CorpusConfig, store: corpus.TokenStore) -> floa
     return store.info["n_tokens"] / as_bytes.info["n_tokens"]
 
 
+def nearest_eval(evals: list[dict[str, Any]], step: int) -> dict[str, Any]:
+    """The eval row of `step`, else the nearest one (the earlier on a tie): a run resumed with
+    more steps has no eval at its new half when the first run had already trained past it."""
+    return min(evals, key=lambda e: (abs(e["step"] - step), e["step"]))
+
+
 def run(cfg: TextSearchConfig, ctx: RunContext) -> dict[str, Any]:
     configs = {n: candidate_config(cfg, n) for n in cfg.sweep.candidates}  # all checked first
-    rows, curves = [], {}
+    rows, curves, notes = [], {}, []
     half = cfg.train.steps // 2
     lo, hi = (f"{e:g}" for e in (cfg.sink_eps[0], cfg.sink_eps[-1]))
     ratios: dict[tuple, float] = {}  # tokens per byte, once per corpus and tokenizer
@@ -156,7 +164,13 @@ def run(cfg: TextSearchConfig, ctx: RunContext) -> dict[str, Any]:
         wall = time.perf_counter() - t0
         last = r.evals[-1]
         curves[name] = [(e["step"], e["max_head_score"]) for e in r.evals]
-        mid = r.at_step(half)
+        mid = nearest_eval(r.evals, half)
+        if mid["step"] != half:
+            notes.append(
+                f"{name}: the 'at half' columns are read at step {mid['step']}, the eval nearest "
+                f"step {half}: the run was resumed with more steps, and the steps before its "
+                "checkpoint had no eval there"
+            )
         key = (c.data.source, c.data.path, c.data.tokenizer, c.data.bpe_vocab)
         if key not in ratios:
             ratios[key] = tokens_per_byte(c.data, store)
@@ -201,6 +215,7 @@ def run(cfg: TextSearchConfig, ctx: RunContext) -> dict[str, Any]:
         "curves": curves,
         "tables": {"Candidates (equal steps and tokens per step)": rows},
         "figures": make_figures(ctx, curves),
+        **({"notes": notes} if notes else {}),
     }
 
 

@@ -83,10 +83,12 @@ class TwoDomainConfig(BBConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         require(
-            len(self.markers) > 0 and set(self.markers) <= set(MARKERS),
+            len(self.markers) > 0
+            and set(self.markers) <= set(MARKERS)
+            and len(set(self.markers)) == len(self.markers),
             "markers",
             self.markers,
-            f"a non-empty subset of {MARKERS}",
+            f"a non-empty subset of {MARKERS}, each once (one run folder per marker)",
         )
         require(0 < self.domain_b_share < 1, "domain_b_share", self.domain_b_share, "in (0, 1)")
         require(self.bos_claim in BOS_CLAIMS, "bos_claim", self.bos_claim, str(BOS_CLAIMS))

@@ -17,14 +17,17 @@ ends in one line on stderr and exit code 2; anything else is a bug and shows its
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import platform
+import signal
 import sys
 import textwrap
+import threading
 import time
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +36,7 @@ import jax
 from sinks_jax import claims as claims_lib
 from sinks_jax import run_dir
 from sinks_jax.config import apply_overrides, field_paths, leaf_defaults, to_dict
-from sinks_jax.errors import ConfigError, SinksJaxError
+from sinks_jax.errors import ConfigError, SinksJaxError, Terminated
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +59,9 @@ class Experiment:
     presets: dict[str, Any]  # preset name -> config dataclass (first = default)
     run: Callable[[Any, RunContext], dict[str, Any]]
     preset_notes: dict[str, str] = dataclasses.field(default_factory=dict)
+    # Set when `train.steps` is not the module's step budget: what sets it instead. `--steps`
+    # and `--set train.steps=N` are then refused (ConfigError) with this text.
+    steps_unused: str = ""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -85,7 +91,9 @@ def build_parser(exp: Experiment) -> argparse.ArgumentParser:
         "checkpoints.damaged/) only with the saved config: only train.steps may grow, and under "
         "a cosine schedule (whose horizon is train.steps) only with --extend-schedule, which "
         "starts a new, longer schedule from the checkpoint. Exit codes: 0 run complete "
-        "(whatever the claims say), 2 bad input (one line on stderr), 130 interrupted."
+        "(whatever the claims say), 2 bad input (one line on stderr), 130 interrupted "
+        "(Ctrl-C), 143 terminated (SIGTERM); run.json's status says how the run ended "
+        "(complete, failed: …, interrupted, terminated, crashed: …)."
     )
     parser = _Parser(
         prog=f"python -m {_module_of(exp)}",
@@ -109,7 +117,9 @@ def build_parser(exp: Experiment) -> argparse.ArgumentParser:
         "--steps",
         type=int,
         default=None,
-        help="override the number of training steps (train.steps)",
+        help=f"not used: {exp.steps_unused}"
+        if exp.steps_unused
+        else "override the number of training steps (train.steps)",
     )
     parser.add_argument(
         "--resume",
@@ -152,6 +162,11 @@ def resolve_config(exp: Experiment, args: argparse.Namespace) -> Any:
     """The preset with `--seed`, `--steps` and every `--set` applied, validated once."""
     cfg = exp.presets[args.preset]
     overrides = list(args.overrides)
+    if exp.steps_unused:
+        sets_steps = any(o.split("=", 1)[0].strip() == "train.steps" for o in overrides)
+        if args.steps is not None or sets_steps:
+            flag = "--steps" if args.steps is not None else "--set train.steps"
+            raise ConfigError(f"{flag} does not apply to {exp.name}: {exp.steps_unused}")
     if args.seed is not None:
         overrides.insert(0, f"seed={args.seed}")
     if args.steps is not None:
@@ -166,16 +181,37 @@ def main(exp: Experiment, argv: list[str] | None = None) -> int:
     if args.distributed:
         jax.distributed.initialize()  # before any computation; every process runs this command
     try:
-        return _run(exp, args, argv)
+        with _sigterm_raises():
+            return _run(exp, args, argv)
     except SinksJaxError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as err:
+        what = "interrupted" if isinstance(err, KeyboardInterrupt) else str(err)
         print(
-            "interrupted; checkpoints written so far are kept (rerun with --resume)",
+            f"{what}; checkpoints written so far are kept (rerun with --resume)",
             file=sys.stderr,
         )
-        return 130
+        return 130 if isinstance(err, KeyboardInterrupt) else 128 + err.signum
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM (`timeout`, a scheduler, `kill`) raises `Terminated` in the main thread, so the
+    run folder's mark says how the run ended, as it does for Ctrl-C (Python's default would end
+    the process on the spot). Elsewhere than the main thread the handler is left alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run(exp: Experiment, args: argparse.Namespace, argv: list[str] | None) -> int:

@@ -19,3 +19,12 @@ class TrainingDivergedError(SinksJaxError):
 
 class OutputError(SinksJaxError):
     """An output folder that cannot hold a run: in use, foreign, a file, or not writable."""
+
+
+class Terminated(BaseException):
+    """SIGTERM (from `timeout`, a batch scheduler or `kill`) ended the run: like Ctrl-C, not an
+    error of the run's input; the CLI exits 128 + the signal number."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"terminated by signal {signum}")
+        self.signum = signum

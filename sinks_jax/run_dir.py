@@ -24,7 +24,13 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from sinks_jax.errors import ConfigError, OutputError, SinksJaxError, TrainingDivergedError
+from sinks_jax.errors import (
+    ConfigError,
+    OutputError,
+    SinksJaxError,
+    Terminated,
+    TrainingDivergedError,
+)
 
 MARK = "run.json"
 LOCK = "run.lock"
@@ -257,6 +263,22 @@ def _read_owner(fd: int) -> dict[str, Any]:
     return owner if isinstance(owner, dict) else {}
 
 
+def in_use(folder: Path) -> bool:
+    """True while a live run holds `folder`'s lock (probed with a shared, non-blocking flock on
+    an existing run.lock: nothing is created or written)."""
+    try:
+        fd = os.open(Path(folder) / LOCK, os.O_RDONLY)
+    except OSError:
+        return False  # no lock file: no run has it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops our shared lock
+    return False
+
+
 def held_by_this_process(folder: Path) -> bool:
     """True if this process holds the lock of `folder` or of a folder above it."""
     resolved = folder.resolve()
@@ -282,9 +304,12 @@ def open_run(
 
     An input error (`SinksJaxError` other than a diverged loss) raised by a fresh run before it
     wrote anything but its mark undoes it (the mark removed, an archived previous run moved back,
-    a folder the call created removed), so a bad input leaves no half-written folder. Once a run
-    has written results (a finished sub-run, checkpoints) they are kept, and the mark says the
-    run failed.
+    a folder the call created removed), so a bad input leaves no half-written folder. Any other
+    end but success (a later error, Ctrl-C, SIGTERM, a bug's exception) keeps what the run wrote
+    and the mark says how it ended (`status`: failed / interrupted / terminated / crashed, see
+    `ended_status`). A resume refused for its input (by `check_previous` or later, e.g. a log
+    that does not reach the checkpoint) leaves the mark as it was: it still describes the
+    saved run's results, which a refused resume does not replace.
     """
     path = check_out_dir(folder)
     if held_by_this_process(path):
@@ -296,7 +321,7 @@ def open_run(
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(f"cannot create output folder {folder}: {err.strerror}") from None
-    lock, fresh, moved, undone = None, False, None, False
+    lock, fresh, moved, undone, started = None, False, None, False, False
     try:
         lock = RunLock(path).acquire(say)
         if resume and is_run_dir(path):
@@ -316,14 +341,16 @@ def open_run(
             if moved is not None:
                 say(f"[sinks_jax] the previous run in {path} was moved to {moved}")
             write_mark(path, mark)
+        started = True
         yield path
-    except SinksJaxError as err:
-        if fresh and not isinstance(err, TrainingDivergedError):
-            if _wrote_only_the_mark(path):
-                _undo_fresh_run(path, moved)  # still under our lock
-                undone = True
-            else:
-                write_mark(path, {**mark, "status": f"failed: {err}"})
+    except BaseException as err:
+        input_error = isinstance(err, SinksJaxError) and not isinstance(err, TrainingDivergedError)
+        if fresh and input_error and _wrote_only_the_mark(path):
+            _undo_fresh_run(path, moved)  # still under our lock
+            undone = True
+        elif started and not isinstance(err, GeneratorExit) and (fresh or not input_error):
+            _mark_ended(path, mark if fresh else None, ended_status(err))
+            if fresh:
                 say(f"[sinks_jax] the partial run in {path} is kept")
         raise
     finally:
@@ -332,6 +359,27 @@ def open_run(
         if undone and created:
             with contextlib.suppress(OSError):  # only while empty
                 path.rmdir()
+
+
+def ended_status(err: BaseException) -> str:
+    """run.json's `status` for a run that ended by `err` instead of completing."""
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(err, Terminated):
+        return f"terminated (signal {err.signum})"
+    if isinstance(err, SinksJaxError):
+        return f"failed: {err}"
+    return f"crashed: {type(err).__name__}: {err}"
+
+
+def _mark_ended(path: Path, mark: Mapping[str, Any] | None, status: str) -> None:
+    """Say in the mark how the run ended: `mark` (a fresh run's) or the saved one (a resume,
+    whose config the checkpoints still hold) with `status` and the time. Best effort: a mark
+    that cannot be written must not hide the error that ended the run."""
+    with contextlib.suppress(OSError, ValueError):
+        base = dict(mark) if mark is not None else read_mark(path)
+        ended = time.strftime("%Y-%m-%d %H:%M:%S")
+        write_mark(path, {**base, "status": status, "ended": ended})
 
 
 def _wrote_only_the_mark(path: Path) -> bool:

@@ -146,4 +146,6 @@ def test_ctrl_c_stops_scheduling_and_writes_what_finished(tmp_path, monkeypatch,
     assert "| mutual_reinforcement | interrupted |" in summary
     third = "ok | 1/1" if "ctr_construction" in ran else "not run (interrupted)"
     assert f"| ctr_construction | {third} |" in summary
-    assert f"{len(ran) - 1} passed / {len(ran) - 1} claims" in (tmp_path / "report.html").read_text()
+    assert (
+        f"{len(ran) - 1} passed / {len(ran) - 1} claims" in (tmp_path / "report.html").read_text()
+    )

@@ -572,3 +572,79 @@ def test_unusable_out_paths_are_one_line(tmp_path, out, capsys):
     assert code == 2
     assert len(err.strip().splitlines()) == 1
     assert "--out" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. The mark says how a run ended
+
+
+def _start_waiting_run(out: Path, go: Path) -> subprocess.Popen:
+    """`tests.tiny_experiment` in a subprocess, holding its lock until `go` exists."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.tiny_experiment", "--out", str(out), "--set",
+         f"wait_for={go}"],
+        cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 180  # a loaded machine starts Python + JAX slowly
+    while not (out / run_dir.LOCK).exists() or not (out / run_dir.LOCK).read_text():
+        assert time.monotonic() < deadline
+        assert proc.poll() is None
+        time.sleep(0.05)
+    return proc
+
+
+def test_sigterm_ends_a_run_with_143_and_the_mark_says_terminated(tmp_path):
+    out = tmp_path / "run"
+    proc = _start_waiting_run(out, tmp_path / "go")
+    try:
+        assert run_dir.in_use(out)
+        proc.send_signal(signal.SIGTERM)  # what `timeout` sends
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in err
+    assert "terminated by signal 15" in err
+    assert run_dir.read_mark(out)["status"] == "terminated (signal 15)"
+    assert not run_dir.in_use(out)
+
+
+def _ending(how: BaseException):
+    def run(cfg, ctx):
+        tiny_experiment.train_tiny(cfg, ctx.out_dir, ctx.resume)
+        raise how
+
+    return cli.Experiment("tiny", "", tiny_experiment.PRESETS, run)
+
+
+def test_ctrl_c_exits_130_and_the_mark_says_interrupted(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(_ending(KeyboardInterrupt()), ["--out", str(out)]) == 130
+    mark = run_dir.read_mark(out)
+    assert mark["status"] == "interrupted"
+    assert mark["config"]["train"]["steps"] == 20
+    assert (out / "checkpoints" / "20").is_dir()  # kept for --resume
+    assert "rerun with --resume" in capsys.readouterr().err
+    # an interrupted resume keeps the saved run's config (what the checkpoints hold)
+    assert cli.main(_ending(KeyboardInterrupt()), ["--out", str(out), "--resume", "--steps", "30"])
+    mark = run_dir.read_mark(out)
+    assert mark["status"] == "interrupted"
+    assert mark["config"]["train"]["steps"] == 20
+    assert (out / "checkpoints" / "30").is_dir()
+
+
+def test_a_resume_refused_during_the_run_leaves_the_mark_as_it_was(tmp_path):
+    out = tmp_path / "run"
+    assert _tiny("--out", str(out)).returncode == 0
+    before = (out / run_dir.MARK).read_bytes()
+    (out / "metrics.jsonl").unlink()
+    _one_line_error(_tiny("--out", str(out), "--steps", "30", "--resume"))
+    assert (out / run_dir.MARK).read_bytes() == before  # still the saved, complete run
+
+
+def test_a_bug_leaves_the_mark_saying_crashed(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(ZeroDivisionError):
+        cli.main(_ending(ZeroDivisionError("a bug")), ["--out", str(out)])
+    assert run_dir.read_mark(out)["status"] == "crashed: ZeroDivisionError: a bug"
+    assert not run_dir.in_use(out)

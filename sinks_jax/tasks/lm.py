@@ -71,6 +71,13 @@ class LMConfig(RunConfig):
                 self.model.max_len,
                 f">= data.seq_len={self.data.seq_len}",
             )
+        require(
+            len(set(self.model.layers_without_attention)) < self.model.n_layers,
+            "model.layers_without_attention",
+            self.model.layers_without_attention,
+            f"fewer than model.n_layers={self.model.n_layers} layers (the sink measurements "
+            "need a layer with attention)",
+        )
         check_sink_eps(self.sink_eps)
 
 
@@ -220,15 +227,26 @@ def sink_summary(
 ) -> dict:
     """Validation loss, first-position scores [L,H], sink rates (overall and per layer) at each ε,
     the largest head score, scores by token class (max over heads, mean over heads), and the BOS
-    / first-position residual norm against the others per layer."""
+    / first-position residual norm against the others per layer.
+
+    A layer without attention (`model.layers_without_attention`) keeps its row, so that rows
+    stay layer indices: its first-position scores are None (one per head) and its per-layer sink
+    rates None; the overall rates, the largest score and the class scores are over the heads of
+    the layers with attention."""
     out = forward(model, batch)
     mask = attention_mask(batch)
     real = np.asarray(batch.inputs) != corpus.PAD
     classes = token_classes(np.asarray(batch.inputs), byte_text)
-    first: list[np.ndarray] = []
+    first: list[np.ndarray | None] = []  # [H] per layer, None without attention
     by_class: dict[str, list[np.ndarray]] = {k: [] for k in classes}
     residual: list[dict[str, float]] = []
     for obs in out.layers:
+        norms = np.linalg.norm(np.asarray(obs.residual), axis=-1)  # [B,T]
+        others = (norms[:, 1:] * real[:, 1:]).sum() / max(real[:, 1:].sum(), 1)
+        residual.append({"first": float(norms[:, 0].mean()), "others": float(others)})
+        if obs.attn_weights is None:  # a layer without attention
+            first.append(None)
+            continue
         ks = np.asarray(metrics.sink_scores(obs.attn_weights, mask, per_sequence=True))  # [B,H,T]
         first.append(ks[:, :, 0].mean(0))
         for name, m in classes.items():
@@ -238,20 +256,20 @@ def sink_summary(
                 if m.any()
                 else np.full(ks.shape[1], np.nan)
             )
-        norms = np.linalg.norm(np.asarray(obs.residual), axis=-1)  # [B,T]
-        others = (norms[:, 1:] * real[:, 1:]).sum() / max(real[:, 1:].sum(), 1)
-        residual.append({"first": float(norms[:, 0].mean()), "others": float(others)})
-    first_LxH = np.stack(first)
+    first_AxH = np.stack([f for f in first if f is not None])  # the layers with attention
+    n_heads = first_AxH.shape[1]
     result: dict[str, Any] = {
         "val_loss": val_loss(out, batch),
-        "first_scores": first_LxH.tolist(),
-        "max_head_score": float(first_LxH.max()),
+        "first_scores": [[None] * n_heads if f is None else f.tolist() for f in first],
+        "max_head_score": float(first_AxH.max()),
         "residual_first_vs_others": residual,
         "massive_activations": metrics.massive_activations(out.layers[-1].residual)["count"],
     }
     for e in eps:
-        result[f"sink_rate_{e:g}"] = metrics.sink_rate(first_LxH, e)
-        result[f"sink_rate_by_layer_{e:g}"] = [float((row > e).mean()) for row in first_LxH]
+        result[f"sink_rate_{e:g}"] = metrics.sink_rate(first_AxH, e)
+        result[f"sink_rate_by_layer_{e:g}"] = [
+            None if row is None else float((row > e).mean()) for row in first
+        ]
     result["class_scores_max"] = {
         k: float(np.nanmax(np.stack(v))) if not np.all(np.isnan(v)) else None
         for k, v in by_class.items()

@@ -11,9 +11,11 @@ small-GPT modules have) is skipped. At the end the claims of every module are su
 `DIR/summary.md` (default DIR: results/all/<preset>), and `DIR/report.html` shows every claim,
 figure, config, wall time and the environment on one page (`sinks_jax.report_html`).
 
-Ctrl-C (or SIGTERM) stops the scheduling: the running modules get one SIGINT each (their run
-folders say 'interrupted' and keep their checkpoints for `--resume`), the queued ones do not
-start, and the summary and report.html show what finished; exit 130 (143 for SIGTERM).
+Ctrl-C (or SIGTERM, or SIGHUP) stops the scheduling: the running modules get one SIGINT each
+(their run folders say 'interrupted' and keep their checkpoints for `--resume`; SIGTERM and then
+SIGKILL follow a minute apart for a module that does not end), the queued ones do not start, and
+the summary and report.html show what finished; exit 130 (143 for SIGTERM). A second Ctrl-C
+kills the running modules at once.
 
 `--jobs N` runs N module processes at a time (for many cores or a large GPU); each then writes
 its output to `DIR/<module>.log`, and on a GPU takes at most 1/N of its memory
@@ -188,23 +190,27 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = 0
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(args.jobs)]
     running, all_done = [len(threads)], threading.Event()  # (Thread.join is not safe to
-    try:  # interrupt and join again: its thread can pass for ended)
-        with _sigterm_as_interrupt():
+    CHILDREN.reopen()  # interrupt and join again: its thread can pass for ended)
+    with _stop_signals_interrupt():
+        try:
             with _signals_deferred():  # a Ctrl-C now waits until every worker has started
                 for t in threads:
                     t.start()
             all_done.wait()
-    except KeyboardInterrupt as err:
-        interrupted = 143 if isinstance(err, _Terminated) else 130
-        stop.set()
-        print("\n[all] interrupted: ending the running module(s); no other starts", flush=True)
-        CHILDREN.interrupt_all()
-        _wait_through_interrupts(all_done)  # each worker returns once its module has ended
-    for m in modules:
-        status.setdefault(m, NOT_RUN)
-    write_summary(out_root, args.preset, modules, status)
-    print(summarise(out_root, modules, status))
-    write_report_html(out_root, args.preset, modules, status)
+        except KeyboardInterrupt as err:
+            interrupted = 128 + getattr(err, "signum", signal.SIGINT)
+            stop.set()
+            print("\n[all] interrupted: ending the running module(s); none starts", flush=True)
+            _end_children(all_done)
+        try:
+            for m in modules:
+                status.setdefault(m, NOT_RUN)
+            write_summary(out_root, args.preset, modules, status)
+            print(summarise(out_root, modules, status))
+            write_report_html(out_root, args.preset, modules, status)
+        except KeyboardInterrupt as err:  # once more while writing what finished
+            print("[all] interrupted while writing the summary and report", file=sys.stderr)
+            return interrupted or 128 + getattr(err, "signum", signal.SIGINT)
     if interrupted:
         return interrupted
     return 0 if all(s == "ok" or s.startswith("no ") for s in status.values()) else 1
@@ -221,10 +227,12 @@ def _signals_deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _wait_through_interrupts(done: threading.Event) -> None:
-    """Wait for the workers; a further Ctrl-C kills the module processes outright."""
+def _end_children(done: threading.Event) -> None:
+    """End the module processes (`Children.interrupt_all`) and wait for the workers; a further
+    Ctrl-C or SIGTERM kills the processes outright instead of waiting out their grace."""
     while True:
         try:
+            CHILDREN.interrupt_all()
             done.wait()
             return
         except KeyboardInterrupt:
@@ -232,81 +240,97 @@ def _wait_through_interrupts(done: threading.Event) -> None:
 
 
 NOT_RUN = "not run (interrupted)"
-DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, handled as Ctrl-C is (exit 143)."""
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (a closed terminal), handled as Ctrl-C is (exit 128 + `signum`)."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"signal {signum}")
+        self.signum = signum
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def _stop_signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise `_Stopped` in the main thread while this is open, so the module
+    processes (in process groups of their own) are ended, not orphaned."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: object) -> None:
-        raise _Terminated
+        raise _Stopped(signum)
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 class Children:
     """The module processes now running, so that Ctrl-C can end them. Each runs in a process
     group of its own, so a terminal's Ctrl-C reaches only this orchestrator, which then sends
     each module one SIGINT (it marks its run folder 'interrupted' and keeps its checkpoints; a
-    second SIGINT could cut that short) and SIGKILL after `grace_s`."""
+    second SIGINT could cut that short), SIGTERM after `grace_s` (for a module that started with
+    SIGINT ignored, as under `nohup … &`; it marks its folder 'terminated') and SIGKILL after
+    as long again. Once `interrupt_all` has run no new process starts (until `reopen`)."""
 
     def __init__(self) -> None:
         self._procs: set[subprocess.Popen[bytes]] = set()
         self._lock = threading.Lock()
+        self._closed = False
 
-    def run(self, cmd: list[str], **popen: Any) -> int:
-        """`subprocess.call`, with the process known while it runs."""
-        proc = subprocess.Popen(cmd, process_group=0, **popen)
+    @property
+    def closed(self) -> bool:
+        """True once `interrupt_all` (or `kill_all`) has run: no new module starts."""
+        return self._closed
+
+    def reopen(self) -> None:
+        """Let processes start again (a new `experiments.all` run in this process)."""
         with self._lock:
+            self._closed = False
+
+    def run(self, cmd: list[str], **popen: Any) -> int | None:
+        """`subprocess.call`, with the process known while it runs; None (nothing started)
+        once `interrupt_all` has run."""
+        with self._lock:  # checked and started under the lock: none slips past an interrupt
+            if self._closed:
+                return None
+            proc = subprocess.Popen(cmd, process_group=0, **popen)
             self._procs.add(proc)
         try:
             return proc.wait()
-        except BaseException:  # Ctrl-C while waiting here (the main thread): end it first
-            self._end(proc)
-            raise
         finally:
             with self._lock:
                 self._procs.discard(proc)
 
     def interrupt_all(self, grace_s: float = 60.0) -> None:
+        """SIGINT to every running module, then SIGTERM, then SIGKILL, `grace_s` apart, each
+        only to those still running; no new module starts after this."""
         with self._lock:
+            self._closed = True
             procs = list(self._procs)
-        for proc in procs:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + grace_s
-        for proc in procs:
-            try:
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+            for proc in procs:
+                if proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.send_signal(sig)
+            deadline = time.monotonic() + grace_s
+            for proc in procs:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=max(0.0, deadline - time.monotonic()))
 
     def kill_all(self) -> None:
+        """SIGKILL to every running module (a second Ctrl-C: no more waiting)."""
         with self._lock:
+            self._closed = True
             procs = list(self._procs)
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-
-    def _end(self, proc: subprocess.Popen[bytes]) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except (subprocess.TimeoutExpired, KeyboardInterrupt):
-            proc.kill()
-            proc.wait()
 
 
 CHILDREN = Children()
@@ -364,7 +388,7 @@ def run_module(module: str, preset: str, out_root: Path, jobs: int = 1) -> str:
     else:
         with open(out_root / f"{short_name(module)}.log", "w") as log:
             rc = CHILDREN.run(cmd, env=_env_for_jobs(jobs), stdout=log, stderr=subprocess.STDOUT)
-    status = module_status(rc)
+    status = NOT_RUN if rc is None else module_status(rc)
     print(f"[all] {short_name(module)}: {status} in {time.perf_counter() - t0:.0f} s", flush=True)
     return status
 

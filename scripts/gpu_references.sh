@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The small-GPT reference runs for one GPU, one after another. Each run goes to $RUNS/<module>
 # (default /tmp/gpu_runs: checkpoints stay behind); back under $OUT, flat, come <module>.log (ending
-# in "rc=… wall=…s") and <module>.tar.gz (metrics.json, report.md, config.json and the PNGs): two
-# files a module, 8 for four. A run that passes $LIMIT_S seconds (default 240) is stopped (rc=124;
-# whatever it finished stays in $RUNS). The script exits with the worst rc.
+# in "rc=… wall=…s") and, for a run that completed, <module>.tar.gz (run.json, metrics.json,
+# report.md, config.json and the PNGs; run.json lets `results_tables --add` check the run was
+# complete): two files a module, 8 for four. A run that passes $LIMIT_S seconds (default 240) is
+# stopped (rc=124; whatever it finished stays in $RUNS). The script exits with the worst rc. OUT
+# must be set (not empty, not /) and every argument must be MODULE:PRESET, else exit 2 at once.
 #
 #   OUT=/folder/copied/back scripts/gpu_references.sh [MODULE:PRESET ...]
 #
@@ -49,11 +51,15 @@ for item in "$@"; do
   timeout "$limit" "$python" -m "$mod" --preset "$preset" --out "$runs/$name" >"$log" 2>&1 || rc=$?
   echo "rc=$rc wall=$(($(date +%s) - start))s module=$mod preset=$preset" >>"$log"
   if [ "$rc" -gt "$worst" ]; then worst=$rc; fi
-  files=$(cd "$runs/$name" 2>/dev/null && ls metrics.json report.md config.json ./*.png 2>/dev/null) ||
-    true # some are missing when the run failed
-  if [ -n "$files" ]; then
-    # shellcheck disable=SC2086  # the names are the run's own, without spaces
-    (cd "$runs/$name" && tar -czf "$out/$name.tar.gz" $files)
+  if [ "$rc" -ne 0 ]; then
+    continue # only a completed run is packed: what a failed one left in $RUNS may be older
+  fi
+  files=$(cd "$runs/$name" && ls run.json metrics.json report.md config.json ./*.png 2>/dev/null) ||
+    true # report.md or figures may be missing
+  # shellcheck disable=SC2086  # the names are the run's own, without spaces
+  if ! (cd "$runs/$name" && tar -czf "$out/$name.tar.gz" $files); then
+    echo "rc=1 packing $runs/$name failed" >>"$log"
+    if [ "$worst" -lt 1 ]; then worst=1; fi
   fi
 done
 exit "$worst"

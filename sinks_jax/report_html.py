@@ -25,6 +25,7 @@ from typing import Any
 
 from sinks_jax.errors import DataError, SinksJaxError
 from sinks_jax.results_tables import (
+    OneLineParser,
     claim_counts,
     claim_status,
     fmt,
@@ -44,11 +45,17 @@ class ModuleRun:
     status: str = "ok"
 
 
-def find_runs(root: str | Path, preset: str = "quick") -> list[ModuleRun]:
-    """Every module folder under `root` with a metrics.json (`<m>/` or `<m>/<preset>/`)."""
+def find_runs(
+    root: str | Path, preset: str = "quick", only: Iterable[str] | None = None
+) -> list[ModuleRun]:
+    """Every module folder under `root` with a metrics.json (`<m>/` or `<m>/<preset>/`), or
+    only those named in `only` (others, e.g. leftovers of earlier runs, are not read)."""
     runs = {}
     root = Path(root)
+    wanted = None if only is None else set(only)
     for sub in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        if wanted is not None and sub.name not in wanted:
+            continue
         folder = next((f for f in (sub, sub / preset) if (f / "metrics.json").is_file()), None)
         if folder is None or not inside(folder, root):
             continue
@@ -267,7 +274,7 @@ def write(
     out = root / "report.html" if out is None else Path(out)
     if out.is_dir():  # a folder: the page goes into it
         out = out / "report.html"
-    runs = find_runs(root, preset)
+    runs = find_runs(root, preset, only=status.keys() if status else None)
     if status:
         have = {r.name: r for r in runs}
         runs = [  # only the modules of this invocation, not leftovers of earlier ones
@@ -294,7 +301,7 @@ def _with_status(run: ModuleRun, status: str) -> ModuleRun:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m sinks_jax.report_html",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

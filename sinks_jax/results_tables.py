@@ -34,6 +34,7 @@ import argparse
 import datetime
 import difflib
 import json
+import math
 import os
 import platform
 import re
@@ -42,7 +43,7 @@ import sys
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from sinks_jax.errors import DataError, SinksJaxError
 
@@ -154,6 +155,8 @@ def read_json(path: str | Path) -> Any:
         raise DataError(
             f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})"
         ) from None
+    except (ValueError, RecursionError) as err:  # an integer too long, nesting too deep
+        raise DataError(f"{path}: not JSON this tool reads ({type(err).__name__})") from None
 
 
 def _kind(value: Any) -> str:
@@ -196,8 +199,14 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
 
 def _check_wall_time(payload: Mapping[str, Any], path: Path) -> None:
     wall = payload.get("wall_time_s")
-    if wall is not None and (isinstance(wall, bool) or not isinstance(wall, int | float)):
-        raise DataError(f"{path}: 'wall_time_s' is {_kind(wall)}, not a number")
+    if wall is None:
+        return
+    try:
+        finite = not isinstance(wall, bool) and math.isfinite(float(wall))
+    except (TypeError, ValueError, OverflowError):
+        finite = False
+    if not finite:
+        raise DataError(f"{path}: 'wall_time_s' is {_kind(wall)}, not a finite number")
 
 
 def read_env(path: str | Path) -> dict[str, Any]:
@@ -471,10 +480,11 @@ def reference_folder(root: str | Path, name: Any, preset: Any) -> Path:
         raise DataError(f"cannot check the presets of {name}: {presets}")
     if preset not in presets:
         raise DataError(f"{name} has no preset {preset!r} (presets: {', '.join(presets)})")
-    root_resolved = Path(root).resolve()
     dest = Path(root) / name / preset
-    if not dest.resolve().is_relative_to(root_resolved) or dest.resolve() == root_resolved:
-        raise DataError(f"{dest} resolves outside {root} (a link?); refusing to write there")
+    if dest.parent.is_symlink() or dest.is_symlink():
+        raise DataError(f"{dest} goes through a link; refusing to write there")
+    if dest.resolve() != Path(root).resolve() / name / preset:
+        raise DataError(f"{dest} resolves outside {root}; refusing to write there")
     return dest
 
 
@@ -497,6 +507,9 @@ def add_run(
     run = Path(run)
     if not (run / "metrics.json").is_file():
         raise DataError(f"--add {run}: no metrics.json there (not a finished run folder)")
+    read = ("metrics.json", "run.json", "report.md", "config.json", *KEY_FIGURES.values())
+    if links := [f for f in dict.fromkeys(read) if (run / f).is_symlink()]:
+        raise DataError(f"--add {run}: {', '.join(links)} is a link; refusing to copy links")
     if in_use(run):
         raise DataError(f"--add {run}: a run is still writing it (run.lock is held)")
     mark = read_json(run / "run.json") if (run / "run.json").exists() else {}
@@ -537,6 +550,7 @@ def add_run(
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{preset}.incoming-", dir=dest.parent))
     try:
+        staging.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; a reference is shared
         for f in copies:
             shutil.copy2(run / f, staging / f)
         if "config.json" not in copies:
@@ -556,13 +570,33 @@ def _swap_in(new: Path, dest: Path) -> None:
         os.replace(new, dest)
         return
     old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
-    os.replace(dest, old)  # onto the empty folder just made
+    try:
+        os.replace(dest, old)  # onto the empty folder just made
+    except BaseException:
+        old.rmdir()
+        raise
     try:
         os.replace(new, dest)
     except BaseException:
         os.replace(old, dest)
         raise
-    shutil.rmtree(old)
+    try:
+        shutil.rmtree(old)
+    except OSError as err:  # the new reference is in place: say so, do not fail
+        print(f"warning: the replaced reference is left in {old}: {err}", file=sys.stderr)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (exit 2), like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see --help)\n")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -570,7 +604,7 @@ def _swap_in(new: Path, dest: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m sinks_jax.results_tables",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

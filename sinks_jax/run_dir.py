@@ -327,6 +327,7 @@ def open_run(
         if resume and is_run_dir(path):
             if check_previous is not None:
                 check_previous(read_mark(path))
+            started = True
             # The mark keeps the saved run's config until the resumed run rewrites it at its
             # end: a resume that stops early is checked against what the checkpoints hold.
         elif resume and _entries(path):
@@ -337,11 +338,10 @@ def open_run(
             if resume:
                 say(f"[sinks_jax] --resume: no previous run in {path}; starting fresh")
             moved = archive_previous(path)
-            fresh = True
+            fresh = started = True  # from here an interrupted run is marked as such
             if moved is not None:
                 say(f"[sinks_jax] the previous run in {path} was moved to {moved}")
             write_mark(path, mark)
-        started = True
         yield path
     except BaseException as err:
         input_error = isinstance(err, SinksJaxError) and not isinstance(err, TrainingDivergedError)

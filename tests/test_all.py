@@ -133,7 +133,10 @@ def test_ctrl_c_stops_scheduling_and_writes_what_finished(tmp_path, monkeypatch,
             write_run(out_root / name, name, CLAIMS_B)
             return "ok"
         os.kill(os.getpid(), signal.SIGINT)  # the main thread gets KeyboardInterrupt
-        time.sleep(0.5)
+        deadline = time.monotonic() + 30
+        while not run_all.CHILDREN.closed:  # ... and ends the module processes
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         return run_all.module_status(130)  # what a module process answers to SIGINT
 
     monkeypatch.setattr(run_all, "run_module", fake_run)

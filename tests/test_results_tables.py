@@ -3,6 +3,7 @@
 import base64
 import contextlib
 import json
+import os
 import shutil
 import struct
 import zlib
@@ -426,3 +427,64 @@ def test_report_html_embeds_only_regular_files_inside_the_root(reference, tmp_pa
     assert "folder.png" not in page
     assert "g.png" not in page  # the linked module folder is not read
     assert "a.png — alpha" in page  # the real figure still is
+
+
+def test_add_copies_no_link_and_writes_no_private_folder(scratch, capsys):
+    secret = scratch / "secret.txt"
+    secret.write_text("private key")
+    run = _complete_run(scratch / "run")
+    (run / "report.md").symlink_to(secret)
+    assert results_tables.main(["--add", str(run), "--root", str(scratch / "ref")]) == 2
+    assert "report.md is a link" in _one_line(capsys)
+    assert list((scratch / "ref").iterdir()) == []
+    (run / "report.md").unlink()
+    dest = results_tables.add_run(run, scratch / "ref")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert dest.stat().st_mode & 0o777 == 0o777 & ~mask  # not mkdtemp's 0700
+
+
+def test_add_refuses_a_module_folder_that_is_a_link_inside_the_root(scratch, capsys):
+    root = scratch / "ref"
+    other = results_tables.add_run(_complete_run(scratch / "a", name="lm_sinks"), root)
+    before = _tree(other)
+    (root / "depth_sweep").symlink_to(root / "lm_sinks")
+    run = _complete_run(scratch / "b", name="depth_sweep")
+    assert results_tables.main(["--add", str(run), "--root", str(root)]) == 2
+    assert "goes through a link" in _one_line(capsys)
+    assert _tree(other) == before
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'{"claims": [], "wall_time_s": 1' + b"0" * 400 + b"}", b"[" * 100_000],
+    ids=["huge number", "deep nesting"],
+)
+def test_json_python_cannot_hold_is_one_line(reference, tmp_path, capsys, content):
+    (reference / "alpha" / "quick" / "metrics.json").write_bytes(content)
+    assert results_tables.main(["--root", str(reference)]) == 2
+    assert "metrics.json" in _one_line(capsys)
+
+
+def test_usage_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exit:
+        results_tables.main(["--nope"])
+    assert exit.value.code == 2
+    assert "--nope" in _one_line(capsys)
+    with pytest.raises(SystemExit) as exit:
+        report_html.main([])
+    assert exit.value.code == 2
+    _one_line(capsys)
+
+
+def test_experiments_all_reports_only_its_own_modules(tmp_path, monkeypatch):
+    (tmp_path / "leftover").mkdir()
+    (tmp_path / "leftover" / "metrics.json").write_text("[broken")  # an earlier invocation's
+
+    def fake_run(module, preset, out_root, jobs=1):
+        write_run(out_root / "adam_vs_sgd_peak", "adam_vs_sgd_peak", CLAIMS_B)
+        return "ok"
+
+    monkeypatch.setattr(run_all, "run_module", fake_run)
+    assert run_all.main(["--only", "adam_vs_sgd_peak", "--out", str(tmp_path)]) == 0
+    assert "1 passed / 1 claims" in (tmp_path / "report.html").read_text()

@@ -586,7 +586,7 @@ def _start_waiting_run(out: Path, go: Path) -> subprocess.Popen:
         cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 180  # a loaded machine starts Python + JAX slowly
-    while not (out / run_dir.LOCK).exists() or not (out / run_dir.LOCK).read_text():
+    while not run_dir.is_run_dir(out):  # the mark is written: the run has started
         assert time.monotonic() < deadline
         assert proc.poll() is None
         time.sleep(0.05)

@@ -15,7 +15,8 @@ def fake_python(tmp_path):
     fake = tmp_path / "fake_python"
     fake.write_text(
         '#!/usr/bin/env bash\necho "$@" >> "$CALLS"\nmkdir -p "${@: -1}"\n'
-        'echo "{}" > "${@: -1}/metrics.json"\nexit "${FAKE_RC:-0}"\n'
+        'echo "{}" > "${@: -1}/metrics.json"\necho "{}" > "${@: -1}/run.json"\n'
+        'exit "${FAKE_RC:-0}"\n'
     )
     fake.chmod(0o755)
     return fake
@@ -69,4 +70,15 @@ def test_a_failing_module_does_not_stop_the_next_and_sets_the_exit_status(tmp_pa
     assert proc.returncode == 3, proc.stderr
     assert len(calls.read_text().splitlines()) == 2
     assert "rc=3 " in (out / "a.log").read_text()
-    assert sorted(p.name for p in out.iterdir()) == ["a.log", "a.tar.gz", "b.log", "b.tar.gz"]
+    # a failed run is not packed: what its folder holds may be an older run's
+    assert sorted(p.name for p in out.iterdir()) == ["a.log", "b.log"]
+
+
+def test_a_completed_run_is_packed_with_its_mark(tmp_path, fake_python):
+    import tarfile
+
+    out = tmp_path / "out"
+    proc, _ = _run(tmp_path, fake_python, ["experiments.a:gpu"], OUT=str(out))
+    assert proc.returncode == 0, proc.stderr
+    with tarfile.open(out / "a.tar.gz") as tar:
+        assert sorted(tar.getnames()) == ["metrics.json", "run.json"]

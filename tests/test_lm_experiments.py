@@ -25,19 +25,21 @@ TINY_MODEL = ModelConfig(vocab_size=0, d_model=16, d_mlp=32, n_layers=1, n_heads
 TINY_TRAIN = TrainConfig(steps=12, eval_every=6, checkpoint_every=12, progress=False)
 
 
+# a small synthetic Bigram-Backcopy corpus (with a `cache_dir`, a `CorpusConfig`)
+TINY_DATA = {
+    "source": "synthetic_bb",
+    "n_docs": 80,
+    "doc_len_min": 33,
+    "doc_len_max": 60,
+    "seq_len": 16,
+    "batch_size": 8,
+    "eval_batch_size": 8,
+    "packing": "one_doc_per_row",
+}
+
+
 def _data(tmp_path, **kw):
-    base = {
-        "source": "synthetic_bb",
-        "n_docs": 80,
-        "doc_len_min": 33,
-        "doc_len_max": 60,
-        "seq_len": 16,
-        "batch_size": 8,
-        "eval_batch_size": 8,
-        "packing": "one_doc_per_row",
-        "cache_dir": str(tmp_path / "cache"),
-    }
-    return corpus.CorpusConfig(**{**base, **kw})
+    return corpus.CorpusConfig(**{**TINY_DATA, "cache_dir": str(tmp_path / "cache"), **kw})
 
 
 def _ctx(tmp_path, name="out"):

@@ -6,6 +6,7 @@ without attention. Modules run in this process at a tiny scale (a dozen steps)."
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 from pathlib import Path
@@ -16,10 +17,12 @@ import pytest
 from flax import nnx
 
 from sinks_jax import cli
-from sinks_jax.config import ModelConfig, apply_overrides
+from sinks_jax.config import apply_overrides
 from sinks_jax.errors import ConfigError
 from sinks_jax.model import GPT
 from sinks_jax.tasks import corpus, lm
+from tests.test_lm_experiments import TINY_DATA, _data
+from tests.test_lm_experiments import TINY_MODEL as TINY_MODEL_CONFIG
 
 TINY_MODEL = [
     "model.d_model=16",
@@ -38,18 +41,7 @@ TINY_TRAIN = [
 
 def _tiny_data(cache: Path, group: str = "data", **changes: Any) -> list[str]:
     """`--set` overrides for a small synthetic Bigram-Backcopy corpus (as test_lm_experiments)."""
-    fields = {
-        "source": "synthetic_bb",
-        "n_docs": 80,
-        "doc_len_min": 33,
-        "doc_len_max": 60,
-        "seq_len": 16,
-        "batch_size": 8,
-        "eval_batch_size": 8,
-        "packing": "one_doc_per_row",
-        "cache_dir": str(cache),
-        **changes,
-    }
+    fields = {**TINY_DATA, "cache_dir": str(cache), **changes}
     return [f"{group}.{k}={v}" for k, v in fields.items()]
 
 
@@ -257,28 +249,8 @@ def test_context_sweep_refuses_a_resume_that_moves_the_short_budget(tmp_path, ca
 
 
 def test_sink_summary_skips_layers_without_attention(tmp_path):
-    cfg = lm.LMConfig(
-        model=ModelConfig(
-            vocab_size=0,
-            d_model=16,
-            d_mlp=32,
-            n_layers=3,
-            n_heads=2,
-            max_len=32,
-            layers_without_attention=(1,),
-        ),
-        data=corpus.CorpusConfig(
-            source="synthetic_bb",
-            n_docs=80,
-            doc_len_min=33,
-            doc_len_max=60,
-            seq_len=16,
-            batch_size=8,
-            eval_batch_size=8,
-            packing="one_doc_per_row",
-            cache_dir=str(tmp_path / "cache"),
-        ),
-    )
+    model = dataclasses.replace(TINY_MODEL_CONFIG, n_layers=3, layers_without_attention=(1,))
+    cfg = lm.LMConfig(model=model, data=_data(tmp_path))
     store = corpus.build_store(cfg.data)
     batch = corpus.eval_rows(store, cfg.data, 0)
     summary = lm.sink_summary(GPT(cfg.model, rngs=nnx.Rngs(0)), batch)

@@ -363,6 +363,7 @@ def make_claims(cfg: VariantsConfig, table: list[dict[str, Any]]) -> list:
                 "<=",
                 0.05,
                 "no sink without the softmax normalisation (Gu et al. 2025)",
+                kind="reproduction",
             )
         )
     # A ratio of sink rates is read only when the baseline has a few sink heads (one head of
@@ -371,6 +372,7 @@ def make_claims(cfg: VariantsConfig, table: list[dict[str, Any]]) -> list:
     reason = f"the softmax baseline's sink rate is below {BASELINE_SINK_RATE} (or it diverged)"
     if "gated" in adam:
         claims.append(
+            # reproduction: Qiu et al. 2025 report the gate removes the first-token sink
             check_if(
                 has_sink and stable["gated"],
                 reason + " or a gated seed diverged",
@@ -379,10 +381,12 @@ def make_claims(cfg: VariantsConfig, table: list[dict[str, Any]]) -> list:
                 "<",
                 1.0,
                 "first-token attention 0.467 → 0.048 (Qiu et al. 2025)",
+                kind="reproduction",
             )
         )
     if "qk_norm" in adam:
         claims.append(
+            # extension: no cited paper compares QK-norm's sinks; the prediction is ours
             check_if(
                 has_sink and stable["qk_norm"],
                 reason + " or a qk_norm seed diverged",
@@ -391,6 +395,7 @@ def make_claims(cfg: VariantsConfig, table: list[dict[str, Any]]) -> list:
                 ">=",
                 0.5,
                 "sinks stay as prevalent with QK-norm",
+                kind="extension",
             )
         )
     for v, row in adam.items():
@@ -405,6 +410,7 @@ def make_claims(cfg: VariantsConfig, table: list[dict[str, Any]]) -> list:
                 "<=",
                 1.0 + cfg.sweep.loss_tolerance,
                 "the remedies cost little loss",
+                kind="sanity",  # loss parity between variants
             )
         )
     return claims

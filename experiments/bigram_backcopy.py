@@ -220,19 +220,42 @@ def make_claims(cfg, steps, ts, final, layer, head, interventions, probe):
             ">=",
             0.80,
             "0.78 (1k steps), 0.81 (10k)",
+            kind="reproduction",
         ),
-        check("attn_sink_trigger", row["attn_bos_trigger"][head], "<=", 0.05, "≈0 (active head)"),
         check(
-            "prev_token_attn_trigger", row["attn_prev_token_trigger"][head], ">=", 0.80, "≈1 (copy)"
+            "attn_sink_trigger",
+            row["attn_bos_trigger"][head],
+            "<=",
+            0.05,
+            "≈0 (active head)",
+            kind="reproduction",
         ),
-        check("backcopy_ce", final["backcopy_risk"], "<=", 0.05, "≤0.01 by step 940"),
-        check("bigram_excess", final["bigram_excess"], "<=", 0.1, "bigram risk → 2.2299"),
+        check(
+            "prev_token_attn_trigger",
+            row["attn_prev_token_trigger"][head],
+            ">=",
+            0.80,
+            "≈1 (copy)",
+            kind="reproduction",
+        ),
+        check(
+            "backcopy_ce", final["backcopy_risk"], "<=", 0.05, "≤0.01 by step 940", kind="sanity"
+        ),
+        check(
+            "bigram_excess",
+            final["bigram_excess"],
+            "<=",
+            0.1,
+            "bigram risk → 2.2299",
+            kind="sanity",
+        ),
         check(
             "value_ratio_bos_over_others",
             row["value_ratio"][head],
             "<=",
             0.35,
             "‖Val_<s>‖ 1.42 at 10k (drain)",
+            kind="reproduction",
         ),
         check(
             "value_ratio_final_minus_mid",
@@ -240,13 +263,16 @@ def make_claims(cfg, steps, ts, final, layer, head, interventions, probe):
             "<",
             0.0,
             "value drain deepens with training",
+            kind="reproduction",
         ),
+        # one layer, one head: only attention sees the previous token, so copying implies this
         check(
             "zero_attention_backcopy_rise",
             no_attn["backcopy_ce"] - full["backcopy_ce"],
             ">=",
             2.0,
             "attention does the copying",
+            kind="sanity",
         ),
         check(
             "zero_attention_bigram_change",
@@ -254,29 +280,48 @@ def make_claims(cfg, steps, ts, final, layer, head, interventions, probe):
             "<=",
             0.05,
             "dormant head is a no-op on bigram tokens",
+            kind="reproduction",
         ),
+        # could come out otherwise: the embedding-unembedding path can also hold a bigram
         check(
             "zero_mlp_bigram_rise",
             no_mlp["bigram_ce"] - full["bigram_ce"],
             ">=",
             0.5,
             "MLP does the bigram",
+            kind="reproduction",
         ),
-        check("emergence_sink_vs_copy_gap_steps", gap, "<=", 300, "sink and copy emerge together"),
+        check(
+            "emergence_sink_vs_copy_gap_steps",
+            gap,
+            "<=",
+            300,
+            "sink and copy emerge together",
+            kind="reproduction",
+        ),
         check(
             "value_peak_before_sink_step",
             None if sink_step is None else sink_step - steps[peak_i],
             ">",
             0,
             "‖Val_<s>‖ peaks at step 140, before the sink",
+            kind="reproduction",
         ),
-        check("value_final_over_peak", vb[-1] / vb[peak_i], "<=", 0.6, "9.14 → 1.42 (0.16)"),
+        check(
+            "value_final_over_peak",
+            vb[-1] / vb[peak_i],
+            "<=",
+            0.6,
+            "9.14 → 1.42 (0.16)",
+            kind="reproduction",
+        ),
         check(
             "probe_all_triggers_active",
             int(probe["triggers_all_active"]),
             "==",
             1,
             "active after triggers",
+            kind="reproduction",
         ),
         # Our threshold: rare characters (e.g. '&', p = 3e-6) are barely trained, so we ask for
         # dormancy on the non-trigger tokens weighted by how often they occur.
@@ -286,6 +331,7 @@ def make_claims(cfg, steps, ts, final, layer, head, interventions, probe):
             ">=",
             0.95,
             "dormant on non-trigger tokens",
+            kind="reproduction",
         ),
     ]
     return claims, emergence

@@ -203,6 +203,7 @@ def run(cfg: DepthSweepConfig, ctx: RunContext) -> dict[str, Any]:
             ">=",
             0.8,
             "deeper/larger models sink more (Table 1: 45.97 → 73.49 → 78.29 %)",
+            kind="reproduction",
         )
     ]
     figures = make_figures(ctx, cfg, rows, table)

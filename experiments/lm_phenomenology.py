@@ -721,6 +721,7 @@ def run(cfg: PhenomenologyConfig, ctx: RunContext) -> dict[str, Any]:
             ">=",
             cfg.sweep.tag_share,
             "sinks tag the tokens they catch with a common perturbation (Zhang et al. 2025)",
+            kind="reproduction",
         ),
         # Added with the null: a head's outputs lie in its d_head-wide span of W_o, so a top
         # direction can hold half their variance on any tokens; a tag is a direction that the
@@ -734,6 +735,7 @@ def run(cfg: PhenomenologyConfig, ctx: RunContext) -> dict[str, Any]:
             ">=",
             cfg.sweep.tag_margin,
             "the tag marks the caught tokens, not any of the head's outputs (Zhang et al. 2025)",
+            kind="reproduction",
         ),
     ]
     tables = {

@@ -136,22 +136,45 @@ def run(cfg: MitigationConfig, ctx: RunContext) -> dict[str, Any]:
     adam, sgd, relu, relu1 = runs.values()
     relu1_final = relu1.evals[-1]
     claims = [
-        check("adam_layer0_bos_growth", growth(adam), ">=", 1.35, "24.3 → 140.7 (×5.8)"),
-        check("sgd_layer0_bos_growth", growth(sgd), "<=", 1.05, "24.3 → 20.4 (×0.84)"),
+        check(
+            "adam_layer0_bos_growth",
+            growth(adam),
+            ">=",
+            1.35,
+            "24.3 → 140.7 (×5.8)",
+            kind="reproduction",
+        ),
+        check(
+            "sgd_layer0_bos_growth",
+            growth(sgd),
+            "<=",
+            1.05,
+            "24.3 → 20.4 (×0.84)",
+            kind="reproduction",
+        ),
         check(
             "adam_minus_sgd_layer0_residual_ratio",
             adam.final("res_ratio", 0) - sgd.final("res_ratio", 0),
             ">=",
             0.25,
             "peak with Adam only",
+            kind="reproduction",
         ),
-        check("relu_one_layer_backcopy_ce", relu1_final["backcopy_risk"], "<=", 0.05, "≈ 0"),
+        check(
+            "relu_one_layer_backcopy_ce",
+            relu1_final["backcopy_risk"],
+            "<=",
+            0.05,
+            "≈ 0",
+            kind="sanity",
+        ),
         check(
             "relu_one_layer_attn_bos_non_trigger",
             relu1.final("attn_bos_non_trigger", 0, 0),
             "<=",
             0.01,
             "no attention sink",
+            kind="reproduction",
         ),
         check(
             "relu_one_layer_value_ratio",
@@ -159,9 +182,18 @@ def run(cfg: MitigationConfig, ctx: RunContext) -> dict[str, Any]:
             ">=",
             0.4,
             "no value drain",
+            kind="reproduction",
         ),
         # Ours: the 3-layer ReLU model grows no layer-0 peak either (paper 23.4 → 24.5).
-        check("relu_layer0_bos_growth", growth(relu), "<=", 1.05, "23.4 → 24.5 (×1.05)"),
+        # a reproduction: the paper reports this run's growth (PAPER_RES); only the claim is ours
+        check(
+            "relu_layer0_bos_growth",
+            growth(relu),
+            "<=",
+            1.05,
+            "23.4 → 24.5 (×1.05)",
+            kind="reproduction",
+        ),
     ]
     table = []
     for name, r in list(runs.items())[:3]:

@@ -354,6 +354,7 @@ def run(cfg: PackingSweepConfig, ctx: RunContext) -> dict[str, Any]:
                 ">=",
                 0.05,
                 "removing BOS hurts BOS-trained models",
+                kind="reproduction",
             )
         )
         claims.append(
@@ -366,6 +367,7 @@ def run(cfg: PackingSweepConfig, ctx: RunContext) -> dict[str, Any]:
                 "<=",
                 0.5,
                 "the sink goes with BOS",
+                kind="reproduction",
             )
         )
     comparison = no_bos_comparison(cfg, configs, models, store, long_run)
@@ -386,6 +388,7 @@ def run(cfg: PackingSweepConfig, ctx: RunContext) -> dict[str, Any]:
                 ">=",
                 0.5,
                 "a first-position sink forms whatever token stands there",
+                kind="reproduction",
             )
         )
     spread = perturbation_spread(models["one_doc_per_row"], store, cfg)
@@ -396,6 +399,7 @@ def run(cfg: PackingSweepConfig, ctx: RunContext) -> dict[str, Any]:
             "<",
             1.0,
             "with BOS the perturbation spreads less (Gemma 7B figure)",
+            kind="reproduction",
         )
     )
     figures = make_figures(ctx, loss_rows, location_rows, spread)

@@ -254,22 +254,38 @@ def run(cfg: ResidualPeakConfig, ctx: RunContext) -> dict[str, Any]:
     mlp3 = g3["mlp_share_change"]  # MLP-0's part of the growth of the gap, 3 layers
     no_growth = f"MLP-0's share of the 3-layer gap did not grow between steps {t0} and {t1}"
     claims = [
-        check("sink_layer", sink_layer, "==", 1, "layer 1 (0-indexed) holds the sink head"),
-        check("backcopy_layer", copy_layer, "==", 1, "the sink head is the back-copy head"),
+        check(
+            "sink_layer",
+            sink_layer,
+            "==",
+            1,
+            "layer 1 (0-indexed) holds the sink head",
+            kind="reproduction",
+        ),
+        check(
+            "backcopy_layer",
+            copy_layer,
+            "==",
+            1,
+            "the sink head is the back-copy head",
+            kind="reproduction",
+        ),
         check(
             "sink_head_attn_bos_non_trigger",
             per_layer[1]["Attn_<s> non-trigger"],
             ">=",
             0.8,
             "dormant head on non-trigger tokens",
+            kind="reproduction",
         ),
-        check("backcopy_ce", final["backcopy_risk"], "<=", 0.05, "≈ 0"),
+        check("backcopy_ce", final["backcopy_risk"], "<=", 0.05, "≈ 0", kind="sanity"),
         check(
             "one_layer_layer0_residual_ratio",
             one.final("res_ratio", 0),
             "<=",
             1.5,
             "no BOS-specific residual peak with 1 layer",
+            kind="reproduction",
         ),
         check(
             "three_layer_layer0_residual_ratio",
@@ -277,6 +293,7 @@ def run(cfg: ResidualPeakConfig, ctx: RunContext) -> dict[str, Any]:
             ">=",
             1.5,
             "residual peak after layer 0 (gap 114.6 at 10k); ours is mostly attention-0",
+            kind="reproduction",
         ),
         check(
             "layer0_gap_grows_over_training",
@@ -284,6 +301,7 @@ def run(cfg: ResidualPeakConfig, ctx: RunContext) -> dict[str, Any]:
             ">",
             0.0,
             f"‖Res_<s>‖ keeps growing with Adam (gap, step {t0} -> {t1})",
+            kind="reproduction",
         ),
         # Guo et al. §3.3: an early MLP writes the BOS peak. MLP-0's own output at BOS ...
         check(
@@ -292,6 +310,7 @@ def run(cfg: ResidualPeakConfig, ctx: RunContext) -> dict[str, Any]:
             ">=",
             1.5,
             "massive ‖MLP-0 out‖ at BOS only",
+            kind="reproduction",
         ),
         # ... and most of the gap's growth is MLP-0's (the shares sum to the gap).
         check(
@@ -300,6 +319,7 @@ def run(cfg: ResidualPeakConfig, ctx: RunContext) -> dict[str, Any]:
             ">=",
             0.5,
             "the growing peak is written by the MLP",
+            kind="reproduction",
         ),
         # Ablations, on MLP-0's part of the gap's growth between the same two steps; a ratio
         # to the 3-layer growth is undefined when that did not grow.
@@ -309,6 +329,7 @@ def run(cfg: ResidualPeakConfig, ctx: RunContext) -> dict[str, Any]:
             ">",
             0.0,
             "gap 114.6 vs 14.7",
+            kind="reproduction",
         ),
         check_if(
             mlp3 > 0,
@@ -318,6 +339,7 @@ def run(cfg: ResidualPeakConfig, ctx: RunContext) -> dict[str, Any]:
             ">=",
             0.5,
             "106.1 / 114.6 = 0.93",
+            kind="reproduction",
         ),
         check_if(
             mlp3 > 0,
@@ -327,6 +349,7 @@ def run(cfg: ResidualPeakConfig, ctx: RunContext) -> dict[str, Any]:
             "<",
             0.5,
             "10.8 / 114.6 = 0.09",
+            kind="reproduction",
         ),
         # Without MLP-0 its part is zero by construction: does anything else grow the gap?
         check_if(
@@ -337,6 +360,7 @@ def run(cfg: ResidualPeakConfig, ctx: RunContext) -> dict[str, Any]:
             "<",
             0.5,
             "−1.3 / 114.6 = −0.01",
+            kind="reproduction",
         ),
     ]
     figures = make_figures(ctx, cfg, main_run, runs, gaps)

@@ -294,19 +294,23 @@ def make_claims(results: dict[tuple[str, str], dict[str, Any]], solved: float) -
     soft, relu = results[("trigger", "softmax")], results[("trigger", "relu")]
     blind = f"trigger-blind baseline {soft['trigger_blind_baseline']:.3f}"
     return [
+        # sanity: the softmax baseline learns the task; the sink claims below are read on it
         check(
             "trigger_softmax_best_rel_mse",
             soft["best_rel_mse"],
             "<=",
             solved,
             f"solves (independent check: by step ~355); {blind}",
+            kind="sanity",
         ),
+        # Guo et al.'s dormant/active heads, on our regression version of their trigger task
         check(
             "trigger_softmax_bos_sink_non_trigger",
             soft["bos_sink"],
             ">=",
             0.5,
             "dormant on non-trigger queries via a BOS sink (independent check: 0.9998)",
+            kind="reproduction",
         ),
         check(
             "trigger_softmax_bos_at_trigger",
@@ -315,13 +319,16 @@ def make_claims(results: dict[tuple[str, str], dict[str, Any]], solved: float) -
             0.05,
             # the bound of bigram_backcopy's attn_sink_trigger (BOS attention of trigger queries)
             "active on trigger queries: ≈ 0 BOS attention (Guo et al.: dormant vs active)",
+            kind="reproduction",
         ),
+        # extension, not sanity: whether sink-free ReLU attention can solve it is the question
         check(
             "trigger_relu_best_rel_mse",
             relu["best_rel_mse"],
             "<=",
             solved,
             f"solves (independent check: by step ~122); {blind}",
+            kind="extension",
         ),
         check(
             "trigger_relu_bos_sink_non_trigger",
@@ -329,6 +336,7 @@ def make_claims(results: dict[tuple[str, str], dict[str, Any]], solved: float) -
             "<=",
             0.2,
             "ReLU attention needs no sink (independent check: 0.008)",
+            kind="extension",
         ),
     ]
 

@@ -317,12 +317,14 @@ def dormancy_claims(marker: str, stats: dict[str, float], bos_claim: str) -> lis
     absolute (> 0.9) or relative to its own sink on A's non-trigger queries (≥ 0.9 ×)."""
     ref = stats["bos_a_non_trigger"]
     claims = [
+        # the paper's BOS sink on non-trigger tokens, on A; also the relative claims' reference
         check(
             f"{marker}_head_bos_attn_domain_a_non_trigger",
             ref,
             ">=",
             A_SINK_MIN,
             "Attn_<s> 0.78 at 1k steps (Bigram-Backcopy)",
+            kind="reproduction",
         )
     ]
     for suffix, key, paper in (
@@ -332,7 +334,12 @@ def dormancy_claims(marker: str, stats: dict[str, float], bos_claim: str) -> lis
         if bos_claim == "absolute":
             claims.append(
                 check(
-                    f"{marker}_head_bos_attn_domain_b{suffix}", stats[key], ">", DORMANT_BOS, paper
+                    f"{marker}_head_bos_attn_domain_b{suffix}",
+                    stats[key],
+                    ">",
+                    DORMANT_BOS,
+                    paper,
+                    kind="reproduction",
                 )
             )
         else:
@@ -343,15 +350,18 @@ def dormancy_claims(marker: str, stats: dict[str, float], bos_claim: str) -> lis
                     ">=",
                     DORMANT_BOS,
                     paper,
+                    kind="reproduction",
                 )
             )
     claims.append(
+        # sanity: the head is chosen as A's copier, so it ignoring BOS on A's triggers is expected
         check(
             f"{marker}_head_bos_attn_domain_a_triggers",
             stats["bos_a_triggers"],
             "<",
             0.5,
             "active on code",
+            kind="sanity",
         )
     )
     return claims
@@ -366,13 +376,16 @@ def intervention_claims(marker: str, delta_ce_b: float, delta_ce_a: float) -> li
             "<=",
             DORMANT_DELTA_CE,
             "dormant: moving its attention to BOS changes nothing",
+            kind="reproduction",
         ),
+        # reproduction: with several heads or layers the copy could be shared, so this can fail
         check(
             f"{marker}_forced_bos_delta_ce_domain_a",
             delta_ce_a,
             ">=",
             ACTIVE_DELTA_CE,
             "active: moving its attention to BOS breaks the copy",
+            kind="reproduction",
         ),
     ]
 
@@ -449,8 +462,22 @@ def run(cfg: TwoDomainConfig, ctx: RunContext) -> dict[str, Any]:
         claims += dormancy_claims(marker, stats, cfg.bos_claim)
         claims += intervention_claims(marker, d_b, d_a)
         claims += [
-            check(f"{marker}_domain_a_backcopy_ce", final["a_backcopy_risk"], "<=", 0.1, "copies"),
-            check(f"{marker}_domain_b_excess_ce", final["b_excess"], "<=", 0.1, "no copying on B"),
+            check(
+                f"{marker}_domain_a_backcopy_ce",
+                final["a_backcopy_risk"],
+                "<=",
+                0.1,
+                "copies",
+                kind="sanity",
+            ),
+            check(
+                f"{marker}_domain_b_excess_ce",
+                final["b_excess"],
+                "<=",
+                0.1,
+                "no copying on B",
+                kind="sanity",
+            ),
         ]
         targets = {d: final[f"attn_{d.lower()}"][layer]["targets"] for d in ("A", "B")}
         roles = role_attention(model, domains, ev_a, ev_b, (layer, head))

@@ -83,8 +83,16 @@ def run(cfg: PeakToyConfig, ctx: RunContext) -> dict[str, Any]:
         }
     adam, sgd = paths["Adam"], paths["gradient steps"]
     claims = [
-        check("adam_final_m", float(adam[-1]), "in", (50.0, 80.0), "grows ≈ linearly (peak)"),
-        check("sgd_final_m", float(sgd[-1]), "<", 10.05, "stays at m₀ = 10"),
+        check(
+            "adam_final_m",
+            float(adam[-1]),
+            "in",
+            (50.0, 80.0),
+            "grows ≈ linearly (peak)",
+            kind="reproduction",
+        ),
+        # forced: m ≥ m₀, so m_T − m₀ ≤ lr·Σ ln t/(m₀³ t) ≈ 0.013
+        check("sgd_final_m", float(sgd[-1]), "<", 10.05, "stays at m₀ = 10", kind="identity"),
     ]
     steps = np.arange(1, cfg.steps + 1)
     checkpoints = [s for s in (10, 100, 1000, cfg.steps // 2, cfg.steps) if s <= cfg.steps]

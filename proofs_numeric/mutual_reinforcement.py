@@ -197,17 +197,40 @@ def _run(cfg: ReinforcementConfig, ctx: RunContext) -> dict[str, Any]:
 
     first = cfg.control_n[0]
     claims = [
-        check("alpha_slope_per_ln_t", a_slope, "in", (0.3, 1.0), "≈ 0.63 (α grows like ln t)"),
-        check("beta_perp_loglog_slope", b_slope, "in", (-1.0, -0.3), "≈ −0.6 (polynomial drain)"),
-        check("final_loss", final_loss, "<", 1e-4, "→ 0"),
+        check(
+            "alpha_slope_per_ln_t",
+            a_slope,
+            "in",
+            (0.3, 1.0),
+            "≈ 0.63 (α grows like ln t)",
+            kind="reproduction",
+        ),
+        check(
+            "beta_perp_loglog_slope",
+            b_slope,
+            "in",
+            (-1.0, -0.3),
+            "≈ −0.6 (polynomial drain)",
+            kind="reproduction",
+        ),
+        check("final_loss", final_loss, "<", 1e-4, "→ 0", kind="sanity"),
+        # where descent stops on the fixed-n zero-loss curve is dynamics, not forced
         check(
             f"fixed_n{first}_alpha_final",
             controls[first]["alpha_final_max"],
             "<",
             2.0,
             "bounded: no sink without varying context",
+            kind="reproduction",
         ),
-        check(f"fixed_n{first}_final_loss", controls[first]["loss_final"], "<", 1e-4, "→ 0"),
+        check(
+            f"fixed_n{first}_final_loss",
+            controls[first]["loss_final"],
+            "<",
+            1e-4,
+            "→ 0",
+            kind="sanity",
+        ),
         # Ours, scale-free: for every fixed n the sink stops growing (α plateaus at ≈ ln n + c).
         check(
             "fixed_n_max_alpha_slope_per_ln_t",
@@ -215,6 +238,7 @@ def _run(cfg: ReinforcementConfig, ctx: RunContext) -> dict[str, Any]:
             "<",
             0.05,
             "α stops growing for every fixed n",
+            kind="extension",
         ),
         check(
             "frozen_larger_beta_slows_alpha_growth",
@@ -222,6 +246,7 @@ def _run(cfg: ReinforcementConfig, ctx: RunContext) -> dict[str, Any]:
             "<",
             0.0,
             "larger ‖β_⊥‖ → slower α growth",
+            kind="reproduction",
         ),
         check(
             "frozen_larger_alpha_speeds_beta_decay",
@@ -229,6 +254,7 @@ def _run(cfg: ReinforcementConfig, ctx: RunContext) -> dict[str, Any]:
             "<",
             0.0,
             "larger α → faster β_⊥ decay",
+            kind="reproduction",
         ),
     ]
     tables = {

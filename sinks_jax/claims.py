@@ -1,4 +1,11 @@
-"""Named, checkable claims: `{name, paper_value, measured, threshold, passed}` in metrics.json.
+"""Named, checkable claims: `{name, kind, paper_value, measured, threshold, passed}` in
+metrics.json.
+
+A claim's `kind` says what a pass means (`KINDS`): `identity`, an exact mathematical fact checked
+numerically (it cannot fail unless the code is wrong); `construction`, a hand-built object has the
+property it was built with; `sanity`, training converged or losses match (a precondition of the
+science, not the science); `reproduction`, an effect a paper reports, measured on a trained or
+simulated system (it can fail); `extension`, a question the papers do not answer.
 
 A claim whose precondition does not hold (`check_if`) is *undefined*: it keeps its measurement,
 gets `passed: false` (so a count of passed claims stays a plain sum) and an `undefined` field with
@@ -25,6 +32,9 @@ _OPS = {
 }
 
 
+KINDS = ("identity", "construction", "sanity", "reproduction", "extension")
+
+
 @dataclasses.dataclass(frozen=True)
 class Claim:
     name: str
@@ -33,25 +43,38 @@ class Claim:
     threshold: str  # e.g. ">= 0.8"
     passed: bool
     undefined: str | None = None  # why the claim cannot be tested (then passed is False)
+    kind: str | None = None  # one of KINDS (None: not yet labelled)
 
     def as_dict(self) -> dict[str, Any]:
-        """The claim for metrics.json; `undefined` only when set."""
+        """The claim for metrics.json; `undefined` and `kind` only when set."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        if self.undefined is None:
-            del d["undefined"]
+        for optional in ("undefined", "kind"):
+            if d[optional] is None:
+                del d[optional]
         return d
 
 
-def check(name: str, measured: Any, op: str, bound: Any, paper_value: Any = None) -> Claim:
+def check(
+    name: str,
+    measured: Any,
+    op: str,
+    bound: Any,
+    paper_value: Any = None,
+    *,
+    kind: str | None = None,
+) -> Claim:
     """Compare `measured` with `bound` (op one of >=, <=, >, <, ==, or `in` with a (lo, hi)
-    closed interval). A missing or non-finite measurement fails the claim rather than raising."""
+    closed interval). A missing or non-finite measurement fails the claim rather than raising.
+    `kind` (one of `KINDS`) says what a pass means."""
     if op not in _OPS:
         raise ValueError(f"unknown claim operator {op!r}; use one of {sorted(_OPS)}")
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"unknown claim kind {kind!r}; use one of {KINDS}")
     measured = to_jsonable(measured)
     ok = measured is not None and not (isinstance(measured, float) and not math.isfinite(measured))
     passed = bool(ok and _OPS[op](measured, bound))
     threshold = f"in [{bound[0]}, {bound[1]}]" if op == "in" else f"{op} {bound}"
-    return Claim(name, paper_value, measured, threshold, passed)
+    return Claim(name, paper_value, measured, threshold, passed, kind=kind)
 
 
 def check_if(
@@ -62,11 +85,13 @@ def check_if(
     op: str,
     bound: Any,
     paper_value: Any = None,
+    *,
+    kind: str | None = None,
 ) -> Claim:
-    """`check(name, measured, op, bound, paper_value)` when `precondition` holds; otherwise the
-    claim is undefined (not failed): its measurement is kept, `passed` is False and `undefined`
-    says why (`reason`), e.g. a ratio whose denominator model has no clear sink."""
-    claim = check(name, measured, op, bound, paper_value)
+    """`check(name, measured, op, bound, paper_value, kind=kind)` when `precondition` holds;
+    otherwise the claim is undefined (not failed): its measurement is kept, `passed` is False and
+    `undefined` says why (`reason`), e.g. a ratio whose denominator model has no clear sink."""
+    claim = check(name, measured, op, bound, paper_value, kind=kind)
     if precondition:
         return claim
     return dataclasses.replace(claim, passed=False, undefined=reason)
@@ -135,6 +160,7 @@ def format_table(claims: list[Claim], markdown: bool = False) -> str:
     rows = [
         {
             "claim": c.name,
+            "kind": c.kind,
             "paper": c.paper_value,
             "measured": c.measured,
             "threshold": c.threshold,

@@ -29,10 +29,12 @@ from sinks_jax.results_tables import (
     claim_counts,
     claim_status,
     fmt,
+    kinds_line,
     module_order,
     ordered,
     read_env,
     read_metrics,
+    reproduced_cell,
 )
 
 
@@ -154,19 +156,20 @@ def render(
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        f'<p class="summary">{n["pass"]} passed / {n["total"]} claims / {n["undefined"]} '
+        f'<p class="summary">{html.escape(kinds_line(n))}</p>',
+        f"<p>{n['pass']} passed / {n['total']} claims / {n['undefined']} "
         f"undefined ({n['fail']} failed) in {len(done)} module(s)</p>",
     ]
     # Overview
     parts.append(
-        "<table><tr><th>module</th><th>status</th><th>seed</th><th>passed</th><th>claims</th>"
-        "<th>undefined</th><th>wall time (s)</th></tr>"
+        "<table><tr><th>module</th><th>status</th><th>seed</th><th>reproduced</th>"
+        "<th>passed</th><th>claims</th><th>undefined</th><th>wall time (s)</th></tr>"
     )
     for r in runs:
         if r.folder is None:
             parts.append(
                 f'<tr><td><a href="#{r.name}">{html.escape(r.name)}</a></td>'
-                f'<td class="FAIL">{html.escape(r.status)}</td>' + "<td></td>" * 5 + "</tr>"
+                f'<td class="FAIL">{html.escape(r.status)}</td>' + "<td></td>" * 6 + "</tr>"
             )
             continue
         k = claim_counts(r.metrics.get("claims", []))
@@ -175,6 +178,7 @@ def render(
         parts.append(
             f'<tr><td><a href="#{r.name}">{html.escape(r.name)}</a></td>'
             f"<td>{html.escape(r.status)}</td><td class='num'>{_e(seed)}</td>"
+            f"<td class='num'>{reproduced_cell(k)}</td>"
             f"<td class='num'>{k['pass']}</td><td class='num'>{k['total']}</td>"
             f"<td class='num'>{k['undefined']}</td>"
             f"<td class='num'>{'—' if wall is None else f'{float(wall):.0f}'}</td></tr>"
@@ -184,6 +188,7 @@ def render(
         parts.append(f'<p class="muted">no run: {html.escape(", ".join(missing))}</p>')
     # Every claim
     parts.append('<h2>Claims</h2><table class="claims"><tr><th>module</th><th>claim</th>')
+    parts.append("<th>kind</th>")
     parts.append("<th>paper value</th>")
     parts.append("<th>measured</th><th>threshold</th><th>pass</th></tr>")
     for name, c in all_claims:
@@ -195,7 +200,8 @@ def render(
         )
         parts.append(
             f"<tr><td>{html.escape(name)}</td><td>{_e(c.get('name'))}</td>"
-            f"<td>{_e(c.get('paper_value'))}</td><td class='num'>{_e(c.get('measured'))}</td>"
+            f"<td>{_e(c.get('kind'))}</td><td>{_e(c.get('paper_value'))}</td>"
+            f"<td class='num'>{_e(c.get('measured'))}</td>"
             f"<td>{_e(c.get('threshold'))}</td><td class='{status}'>{status}{why}</td></tr>"
         )
     parts.append("</table>")

@@ -45,6 +45,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
+from sinks_jax.claims import KINDS
 from sinks_jax.errors import DataError, SinksJaxError
 
 BEGIN = "<!-- results:begin -->"
@@ -126,13 +127,42 @@ def claim_status(claim: Mapping[str, Any]) -> str:
 
 
 def claim_counts(claims: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    kinds = [claim_status(c) for c in claims]
+    """Claims passed, failed, undefined and in all; `reproduced` / `reproductions`: the passed
+    and all claims of kind `reproduction` (what a paper reports, measured here); one count per
+    kind (`unlabelled`: claims of runs made before claims had kinds)."""
+    claims = list(claims)
+    statuses = [claim_status(c) for c in claims]
+    kinds = [c.get("kind") or "unlabelled" for c in claims]
+    reproductions = [s for s, k in zip(statuses, kinds, strict=True) if k == "reproduction"]
     return {
-        "pass": kinds.count("PASS"),
-        "fail": kinds.count("FAIL"),
-        "undefined": kinds.count("UNDEFINED"),
-        "total": len(kinds),
+        "pass": statuses.count("PASS"),
+        "fail": statuses.count("FAIL"),
+        "undefined": statuses.count("UNDEFINED"),
+        "total": len(statuses),
+        "reproduced": reproductions.count("PASS"),
+        "reproductions": len(reproductions),
+        **{f"kind:{k}": kinds.count(k) for k in (*KINDS, "unlabelled")},
     }
+
+
+def reproduced_cell(n: Mapping[str, int]) -> str:
+    """'X/Y' reproduction claims passed, '—' where no claim is labelled."""
+    if n["kind:unlabelled"] == n["total"]:
+        return "—"
+    return f"{n['reproduced']}/{n['reproductions']}"
+
+
+def kinds_line(n: Mapping[str, int]) -> str:
+    """'paper effects reproduced: X of Y; other claims: 12 identity, …' for a headline."""
+    others = ", ".join(
+        f"{n[f'kind:{k}']} {k}"
+        for k in (*KINDS, "unlabelled")
+        if k != "reproduction" and n[f"kind:{k}"]
+    )
+    return (
+        f"paper effects reproduced: {n['reproduced']} of {n['reproductions']} reproduction "
+        f"claims; other claims: {others or 'none'}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,6 +211,8 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
     for i, claim in enumerate(claims):
         if not isinstance(claim, dict) or not isinstance(claim.get("name"), str):
             raise bad(f"claim {i} is not an object with a 'name'")
+        if claim.get("kind", KINDS[0]) not in KINDS:
+            raise bad(f"claim {i} has kind {claim['kind']!r}, not one of {', '.join(KINDS)}")
     for key in ("config", "environment", "tables"):
         if key in metrics and not isinstance(metrics[key], dict):
             raise bad(f"'{key}' is {_kind(metrics[key])}, not an object")
@@ -276,25 +308,30 @@ def render(
         "run's `metrics.json`, `report.md`, `config.json` and `env.json`, the machine and the "
         "folder it came from).",
         "",
-        "| module | seed | passed | failed | undefined | claims | wall time (s) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| module | seed | reproduced | passed | failed | undefined | claims | wall time (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    totals = {"pass": 0, "fail": 0, "undefined": 0, "total": 0}
+    totals = claim_counts(c for n in names for c in runs[n]["metrics"].get("claims", []))
     for name in names:
         entry = runs[name]
         n = claim_counts(entry["metrics"].get("claims", []))
-        for k in totals:
-            totals[k] += n[k]
         wall = wall_time(entry)
         seed = entry["metrics"].get("config", {}).get("seed", entry["env"].get("seed"))
         out.append(
-            f"| `{name}` | {md_cell(seed)} | {n['pass']} | {n['fail']} | {n['undefined']} | "
-            f"{n['total']} | {'—' if wall is None else f'{wall:.0f}'} |"
+            f"| `{name}` | {md_cell(seed)} | {reproduced_cell(n)} | {n['pass']} | {n['fail']} | "
+            f"{n['undefined']} | {n['total']} | {'—' if wall is None else f'{wall:.0f}'} |"
         )
     out.append(
-        f"| **all** | | **{totals['pass']}** | {totals['fail']} | {totals['undefined']} | "
-        f"{totals['total']} | |"
+        f"| **all** | | **{reproduced_cell(totals)}** | {totals['pass']} | {totals['fail']} | "
+        f"{totals['undefined']} | {totals['total']} | |"
     )
+    out += [
+        "",
+        f"Headline: {kinds_line(totals)}. `reproduced` counts the claims of kind `reproduction` "
+        "(an effect a paper reports, measured here; it can fail); the other kinds are "
+        "`identity`, `construction`, `sanity` and `extension` (`sinks_jax.claims`), and "
+        "`unlabelled` claims come from runs made before claims had kinds.",
+    ]
     if missing:
         out += ["", "No reference run yet: " + ", ".join(f"`{m}`" for m in missing) + "."]
     for name in names:
@@ -306,19 +343,21 @@ def render(
         out += [
             "",
             f"<details><summary><code>{name}</code> (seed {fmt(seed)}): "
-            f"{n['pass']}/{n['total']} passed{undefined}</summary>",
+            f"{n['pass']}/{n['total']} passed{undefined}"
+            + ("" if reproduced_cell(n) == "—" else f"; reproduced {reproduced_cell(n)}")
+            + "</summary>",
             "",
-            "| claim | paper | measured | threshold | status |",
-            "| --- | --- | --- | --- | --- |",
+            "| claim | kind | paper | measured | threshold | status |",
+            "| --- | --- | --- | --- | --- | --- |",
         ]
         for c in claims:
             status = claim_status(c)
             if status == "UNDEFINED":
                 status = f"UNDEFINED: {c['undefined']}"
             out.append(
-                f"| {md_cell(c.get('name'))} | {md_cell(c.get('paper_value'))} | "
-                f"{md_cell(c.get('measured'))} | {md_cell(c.get('threshold'))} | "
-                f"{md_cell(status)} |"
+                f"| {md_cell(c.get('name'))} | {md_cell(c.get('kind'))} | "
+                f"{md_cell(c.get('paper_value'))} | {md_cell(c.get('measured'))} | "
+                f"{md_cell(c.get('threshold'))} | {md_cell(status)} |"
             )
         out += ["", "</details>"]
     return "\n".join(out) + "\n"

@@ -72,15 +72,46 @@ def reference(tmp_path):
 
 def test_render_counts_and_formats_every_claim(reference):
     text = results_tables.render(reference, order=["beta", "alpha", "gamma"])
-    assert "| `beta` | 3 | 1 | 0 | 0 | 1 | 900 |" in text  # env.json's wall time wins
-    assert "| `alpha` | 0 | 1 | 1 | 1 | 3 | 52 |" in text
-    assert "| **all** | | **2** | 1 | 1 | 4 | |" in text
+    assert "| `beta` | 3 | — | 1 | 0 | 0 | 1 | 900 |" in text  # env.json's wall time wins
+    assert "| `alpha` | 0 | — | 1 | 1 | 1 | 3 | 52 |" in text
+    assert "| **all** | | **—** | 2 | 1 | 1 | 4 | |" in text
+    assert "other claims: 4 unlabelled" in text
     assert text.index("`beta`") < text.index("`alpha`")
     assert "No reference run yet: `gamma`." in text
-    assert "| sink | 0.78 (1k) | 0.9047 | >= 0.8 | PASS |" in text
-    assert "| drain \\| ratio | — | 1.235e-7 | <= 0.35 | FAIL |" in text
-    assert "| ratio | Attn_&lt;s> > 0.5 | — | >= 1 | UNDEFINED: no clear sink |" in text
-    assert "| all_active | yes | yes | == 1 | PASS |" in text
+    assert "| sink | — | 0.78 (1k) | 0.9047 | >= 0.8 | PASS |" in text
+    assert "| drain \\| ratio | — | — | 1.235e-7 | <= 0.35 | FAIL |" in text
+    assert "| ratio | — | Attn_&lt;s> > 0.5 | — | >= 1 | UNDEFINED: no clear sink |" in text
+    assert "| all_active | — | yes | yes | == 1 | PASS |" in text
+
+
+def test_the_headline_counts_reproductions_apart_from_the_other_kinds(tmp_path):
+    from sinks_jax.claims import check, check_if
+
+    claims = [
+        check("sink forms", 0.9, ">=", 0.8, "0.78 (§3)", kind="reproduction"),
+        check("drain", 0.5, "<=", 0.35, kind="reproduction"),
+        check_if(False, "no sink", "ratio", 1.0, ">=", 1, kind="reproduction"),
+        check("masses sum to 1", 1.0, "==", 1.0, kind="identity"),
+        check("loss small", 0.01, "<=", 0.1, kind="sanity"),
+    ]
+    with pytest.raises(ValueError, match="unknown claim kind"):
+        check("x", 1, ">=", 0, kind="reproductoin")
+    write_run(tmp_path / "alpha" / "quick", "alpha", [c.as_dict() for c in claims])
+    text = results_tables.render(tmp_path, order=["alpha"])
+    assert "| `alpha` | 0 | 1/3 | 3 | 1 | 1 | 5 | 52 |" in text
+    headline = "paper effects reproduced: 1 of 3 reproduction claims; other claims: 1 identity"
+    assert headline in text
+    assert "1 sanity" in text
+    assert "| sink forms | reproduction | 0.78 (§3) | 0.9 | >= 0.8 | PASS |" in text
+    assert "3/5 passed, 1 undefined; reproduced 1/3" in text
+    page = tmp_path / "page.html"
+    report_html.write(tmp_path, page)
+    assert "paper effects reproduced: 1 of 3 reproduction claims" in page.read_text()
+    bad = json.loads((tmp_path / "alpha" / "quick" / "metrics.json").read_text())
+    bad["claims"][0]["kind"] = "proof"
+    (tmp_path / "alpha" / "quick" / "metrics.json").write_text(json.dumps(bad))
+    with pytest.raises(DataError, match="kind 'proof'"):
+        results_tables.render(tmp_path, order=["alpha"])
 
 
 def test_fmt_is_compact():
@@ -107,7 +138,7 @@ def test_check_and_write(reference, tmp_path, capsys):
     text = readme.read_text()
     assert text.startswith(before + results_tables.BEGIN)
     assert text.endswith(results_tables.END + after)
-    assert "| sink | 0.78 (1k) | 0.9047 |" in text
+    assert "| sink | — | 0.78 (1k) | 0.9047 |" in text
     assert results_tables.main([*args, "--check"]) == 0
 
     metrics_path = reference / "alpha" / "quick" / "metrics.json"

@@ -142,6 +142,9 @@ def claim_counts(claims: Iterable[Mapping[str, Any]]) -> dict[str, int]:
         "reproduced": reproductions.count("PASS"),
         "reproductions": len(reproductions),
         **{f"kind:{k}": kinds.count(k) for k in (*KINDS, "unlabelled")},
+        "unlabelled_pass": sum(
+            s == "PASS" for s, k in zip(statuses, kinds, strict=True) if k == "unlabelled"
+        ),
     }
 
 
@@ -153,16 +156,23 @@ def reproduced_cell(n: Mapping[str, int]) -> str:
 
 
 def kinds_line(n: Mapping[str, int]) -> str:
-    """'paper effects reproduced: X of Y; other claims: 12 identity, …' for a headline."""
+    """'paper effects reproduced: X of Y; other claims: 12 identity, …' for a headline. Where
+    some claims are unlabelled (runs made before kinds), X of Y counts the labelled ones only,
+    and the line says so and how the unlabelled ones fared, so that it cannot read as the
+    whole."""
     others = ", ".join(
-        f"{n[f'kind:{k}']} {k}"
-        for k in (*KINDS, "unlabelled")
-        if k != "reproduction" and n[f"kind:{k}"]
+        f"{n[f'kind:{k}']} {k}" for k in KINDS if k != "reproduction" and n[f"kind:{k}"]
     )
-    return (
+    line = (
         f"paper effects reproduced: {n['reproduced']} of {n['reproductions']} reproduction "
         f"claims; other claims: {others or 'none'}"
     )
+    if unlabelled := n["kind:unlabelled"]:
+        line = (
+            f"{line} — counted over the runs whose claims have kinds only: {unlabelled} claims "
+            f"of runs made before kinds are not counted ({n['unlabelled_pass']} of them pass)"
+        )
+    return line
 
 
 # ---------------------------------------------------------------------------------------------

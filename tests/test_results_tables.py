@@ -75,7 +75,8 @@ def test_render_counts_and_formats_every_claim(reference):
     assert "| `beta` | 3 | — | 1 | 0 | 0 | 1 | 900 |" in text  # env.json's wall time wins
     assert "| `alpha` | 0 | — | 1 | 1 | 1 | 3 | 52 |" in text
     assert "| **all** | | **—** | 2 | 1 | 1 | 4 | |" in text
-    assert "other claims: 4 unlabelled" in text
+    assert "0 of 0 reproduction claims; other claims: none — counted over the runs whose " in text
+    assert "4 claims of runs made before kinds are not counted (2 of them pass)" in text
     assert text.index("`beta`") < text.index("`alpha`")
     assert "No reference run yet: `gamma`." in text
     assert "| sink | — | 0.78 (1k) | 0.9047 | >= 0.8 | PASS |" in text

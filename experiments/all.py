@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sinks_jax.errors import OutputError
+from sinks_jax.errors import OutputError, signals_raise
 from sinks_jax.run_dir import atomic_write_text, check_out_dir
 
 MODULES = (
@@ -191,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(args.jobs)]
     running, all_done = [len(threads)], threading.Event()  # (Thread.join is not safe to
     CHILDREN.reopen()  # interrupt and join again: its thread can pass for ended)
-    with _stop_signals_interrupt():
+    # SIGTERM and SIGHUP end the modules (in process groups of their own) as Ctrl-C does,
+    # rather than orphaning them
+    with signals_raise(_Stopped, signal.SIGTERM, signal.SIGHUP):
         try:
             with _signals_deferred():  # a Ctrl-C now waits until every worker has started
                 for t in threads:
@@ -249,25 +251,6 @@ class _Stopped(KeyboardInterrupt):
     def __init__(self, signum: int):
         super().__init__(f"signal {signum}")
         self.signum = signum
-
-
-@contextlib.contextmanager
-def _stop_signals_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise `_Stopped` in the main thread while this is open, so the module
-    processes (in process groups of their own) are ended, not orphaned."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        raise _Stopped(signum)
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 class Children:

@@ -17,17 +17,14 @@ ends in one line on stderr and exit code 2; anything else is a bug and shows its
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import os
 import platform
 import signal
 import sys
 import textwrap
-import threading
 import time
-import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +33,13 @@ import jax
 from sinks_jax import claims as claims_lib
 from sinks_jax import run_dir
 from sinks_jax.config import apply_overrides, field_paths, leaf_defaults, to_dict
-from sinks_jax.errors import ConfigError, SinksJaxError, Terminated
+from sinks_jax.errors import (
+    ConfigError,
+    OneLineParser,
+    SinksJaxError,
+    Terminated,
+    signals_raise,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,13 +67,6 @@ class Experiment:
     steps_unused: str = ""
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with its usage errors on one line (exit 2), like every other bad input."""
-
-    def error(self, message: str) -> typing.NoReturn:
-        self.exit(2, f"error: {message} (see --help)\n")
-
-
 def build_parser(exp: Experiment) -> argparse.ArgumentParser:
     default_cfg = next(iter(exp.presets.values()))
     presets = "\n".join(f"  {name:8s} {exp.preset_notes.get(name, '')}" for name in exp.presets)
@@ -95,7 +91,7 @@ def build_parser(exp: Experiment) -> argparse.ArgumentParser:
         "(Ctrl-C), 143 terminated (SIGTERM); run.json's status says how the run ended "
         "(complete, failed: …, interrupted, terminated, crashed: …)."
     )
-    parser = _Parser(
+    parser = OneLineParser(
         prog=f"python -m {_module_of(exp)}",
         description=textwrap.dedent(exp.description),
         epilog=epilog,
@@ -181,7 +177,7 @@ def main(exp: Experiment, argv: list[str] | None = None) -> int:
     if args.distributed:
         jax.distributed.initialize()  # before any computation; every process runs this command
     try:
-        with _sigterm_raises():
+        with signals_raise(Terminated, signal.SIGTERM):
             return _run(exp, args, argv)
     except SinksJaxError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -193,25 +189,6 @@ def main(exp: Experiment, argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130 if isinstance(err, KeyboardInterrupt) else 128 + err.signum
-
-
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """SIGTERM (`timeout`, a scheduler, `kill`) raises `Terminated` in the main thread, so the
-    run folder's mark says how the run ended, as it does for Ctrl-C (Python's default would end
-    the process on the spot). Elsewhere than the main thread the handler is left alone."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        raise Terminated(signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _run(exp: Experiment, args: argparse.Namespace, argv: list[str] | None) -> int:

@@ -1,4 +1,15 @@
-"""Errors that end a run with one clear message (the CLI prints them without a traceback)."""
+"""Errors that end a run with one clear message (the CLI prints them without a traceback), the
+argument parser whose usage errors are one such line, and the signals that end a run as an
+exception (so that its folder can say how it ended)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from typing import NoReturn
 
 
 class SinksJaxError(Exception):
@@ -28,3 +39,30 @@ class Terminated(BaseException):
     def __init__(self, signum: int):
         super().__init__(f"terminated by signal {signum}")
         self.signum = signum
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (exit 2), like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+@contextlib.contextmanager
+def signals_raise(make: Callable[[int], BaseException], *signums: int) -> Iterator[None]:
+    """While open, each of `signums` raises `make(signum)` in the main thread (Python's
+    default for SIGTERM and SIGHUP would end the process on the spot); the previous handlers
+    come back on leaving. Elsewhere than the main thread nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise make(signum)
+
+    previous = {s: signal.signal(s, handler) for s in signums}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

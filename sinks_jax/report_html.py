@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sinks_jax.errors import DataError, SinksJaxError
+from sinks_jax.errors import DataError, OneLineParser, SinksJaxError
 from sinks_jax.results_tables import (
-    OneLineParser,
     claim_counts,
     claim_status,
     fmt,

@@ -43,10 +43,10 @@ import sys
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from sinks_jax.claims import KINDS
-from sinks_jax.errors import DataError, SinksJaxError
+from sinks_jax.errors import DataError, OneLineParser, SinksJaxError
 
 BEGIN = "<!-- results:begin -->"
 END = "<!-- results:end -->"
@@ -551,7 +551,7 @@ def add_run(
     Everything is read and checked first; the new reference is built in a folder beside the
     old one and swapped in by renames, so a failure at any point leaves the old one whole.
     DataError for a missing, running or malformed run, or names that are not the suite's."""
-    from sinks_jax.run_dir import atomic_write_json, in_use
+    from sinks_jax.run_dir import FOLDER_MODE, atomic_write_json, in_use
 
     run = Path(run)
     if not (run / "metrics.json").is_file():
@@ -599,7 +599,7 @@ def add_run(
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{preset}.incoming-", dir=dest.parent))
     try:
-        staging.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; a reference is shared
+        staging.chmod(FOLDER_MODE)  # mkdtemp makes 0700; a reference is shared
         for f in copies:
             shutil.copy2(run / f, staging / f)
         if "config.json" not in copies:
@@ -633,23 +633,6 @@ def _swap_in(new: Path, dest: Path) -> None:
         shutil.rmtree(old)
     except OSError as err:  # the new reference is in place: say so, do not fail
         print(f"warning: the replaced reference is left in {old}: {err}", file=sys.stderr)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line (exit 2), like every other bad input."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see --help)\n")
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line
 
 
 def main(argv: list[str] | None = None) -> int:

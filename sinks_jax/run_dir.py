@@ -70,6 +70,7 @@ def _umask() -> int:
 
 
 _FILE_MODE = 0o666 & ~_umask()
+FOLDER_MODE = 0o777 & ~_umask()  # what a new folder gets (for one made 0700 by mkdtemp)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_module(m, args.preset, out_root, args.jobs)
 
     def worker() -> None:
-        # started with SIGINT/SIGTERM held back (`_signals_deferred`); unblocked here, or the
+        # started with DEFERRED_SIGNALS held back (`_signals_deferred`); unblocked here, or the
         # module processes started from this thread would inherit the mask and ignore Ctrl-C
         signal.pthread_sigmask(signal.SIG_UNBLOCK, DEFERRED_SIGNALS)
         try:
@@ -189,8 +189,10 @@ def main(argv: list[str] | None = None) -> int:
 
     interrupted = 0
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(args.jobs)]
-    running, all_done = [len(threads)], threading.Event()  # (Thread.join is not safe to
-    CHILDREN.reopen()  # interrupt and join again: its thread can pass for ended)
+    # the workers still running, and an event set when none is: Thread.join is not safe to
+    # interrupt and join again (its thread can pass for ended)
+    running, all_done = [len(threads)], threading.Event()
+    CHILDREN.reopen()
     # SIGTERM and SIGHUP end the modules (in process groups of their own) as Ctrl-C does,
     # rather than orphaning them
     with signals_raise(_Stopped, signal.SIGTERM, signal.SIGHUP):
@@ -220,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
 
 @contextlib.contextmanager
 def _signals_deferred() -> Iterator[None]:
-    """SIGINT and SIGTERM held back in this thread (delivered on leaving), so that Ctrl-C does
-    not land half-way through starting the workers."""
+    """DEFERRED_SIGNALS (SIGINT, SIGTERM, SIGHUP) held back in this thread (delivered on
+    leaving), so that Ctrl-C does not land half-way through starting the workers."""
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, DEFERRED_SIGNALS)
     try:
         yield

@@ -195,13 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     CHILDREN.reopen()
     # SIGTERM and SIGHUP end the modules (in process groups of their own) as Ctrl-C does,
     # rather than orphaning them
-    with signals_raise(_Stopped, signal.SIGTERM, signal.SIGHUP):
+    with signals_raise(_Stopped, signal.SIGTERM, signal.SIGHUP) as stop_landed:
         try:
             with _signals_deferred():  # a Ctrl-C now waits until every worker has started
                 for t in threads:
                     t.start()
             all_done.wait()
         except KeyboardInterrupt as err:
+            stop_landed.set()  # a SIGTERM or SIGHUP need not be sent again
             interrupted = 128 + getattr(err, "signum", signal.SIGINT)
             stop.set()
             print("\n[all] interrupted: ending the running module(s); none starts", flush=True)

@@ -648,3 +648,29 @@ def test_a_bug_leaves_the_mark_saying_crashed(tmp_path):
         cli.main(_ending(ZeroDivisionError("a bug")), ["--out", str(out)])
     assert run_dir.read_mark(out)["status"] == "crashed: ZeroDivisionError: a bug"
     assert not run_dir.in_use(out)
+
+
+def test_a_signal_whose_exception_was_swallowed_is_sent_again():
+    """An exception raised from a signal handler while a gc callback or __del__ runs is
+    printed and dropped (what made the SIGTERM test flaky under load): it is raised again."""
+    from sinks_jax.errors import signals_raise
+
+    class Stop(Exception):
+        pass
+
+    deadline = time.monotonic() + 30
+
+    def swallow_once_then_wait() -> None:
+        with signals_raise(Stop, signal.SIGUSR1, resend_s=0.1):
+            try:
+                os.kill(os.getpid(), signal.SIGUSR1)
+                time.sleep(5)
+            except Stop:
+                pass  # swallowed, as in a gc callback
+            while time.monotonic() < deadline:  # the resend raises Stop here
+                time.sleep(0.01)
+
+    with pytest.raises(Stop):
+        swallow_once_then_wait()
+    assert time.monotonic() < deadline
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL  # handlers restored
